@@ -1,0 +1,3 @@
+from metagov.cli import app
+
+app()

@@ -1,0 +1,86 @@
+"""FastAPI dependencies: the runtime, the request's unit of work, the Driver and its community."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from metagov.db.models import Community, Driver
+from metagov.errors import BadRequest, Unauthorized
+from metagov.runtime import Runtime
+from metagov.services import communities, drivers
+
+COMMUNITY_HEADER = "X-Metagov-Community"
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the route returns, rolled back if it raises,
+    and in both cases before the response is sent, so a 2xx always means "stored"."""
+    async with runtime.sessions() as session, session.begin():
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="A Driver API key from `metagov drivers create`")
+
+
+async def current_driver(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Driver:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing Driver API key: send `Authorization: Bearer <key>`")
+    driver = await drivers.authenticate(session, credentials.credentials)
+    if driver is None:
+        raise Unauthorized("invalid or revoked Driver API key")
+    return driver
+
+
+CurrentDriver = Annotated[Driver, Depends(current_driver)]
+
+
+def _community_header(
+    x_metagov_community: Annotated[
+        str | None,
+        Header(
+            alias=COMMUNITY_HEADER,
+            description="Slug of the community the request is about",
+            max_length=64,
+        ),
+    ] = None,
+) -> str:
+    if not x_metagov_community:
+        raise BadRequest(f"missing required header {COMMUNITY_HEADER}", code="missing_community")
+    return x_metagov_community
+
+
+async def current_community(
+    session: SessionDep,
+    driver: CurrentDriver,
+    slug: Annotated[str, Depends(_community_header)],
+) -> Community:
+    return await communities.get_community(session, driver, slug)
+
+
+async def public_community(
+    session: SessionDep, slug: Annotated[str, Depends(_community_header)]
+) -> Community:
+    """The community named in the header, for public routes that take no Driver key."""
+    return await communities.get_community_by_slug(session, slug)
+
+
+CurrentCommunity = Annotated[Community, Depends(current_community)]
+PublicCommunity = Annotated[Community, Depends(public_community)]

@@ -1,0 +1,258 @@
+"""Routes generated from plugin declarations: one typed operation per config, action and process.
+
+Each route has the plugin's own models as request body and ``response_model``, so ``/docs`` shows
+exactly what every action and process takes and returns. (No ``from __future__ import
+annotations`` here: FastAPI must see the models bound in each closure, not strings.)
+"""
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from metagov.api.deps import CurrentCommunity, PublicCommunity, RuntimeDep, SessionDep
+from metagov.api.schemas import PluginOut, ProcessRecord, ProcessStart
+from metagov.errors import ERROR_RESPONSES
+from metagov.plugins.registry import ActionSpec, PluginSpec, ProcessSpec
+from metagov.services import actions as action_service
+from metagov.services import plugins as plugin_service
+from metagov.services import processes as process_service
+
+PlatformIdQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Which instance to use when the community has several of this plugin",
+    ),
+]
+
+
+def _camel(*parts: str) -> str:
+    return "".join(word.capitalize() for part in parts for word in re.split(r"[-_.]", part))
+
+
+def plugin_router(spec: PluginSpec) -> APIRouter:
+    router = APIRouter(responses=ERROR_RESPONSES)
+    _config_routes(router, spec)
+    for action in spec.actions.values():
+        _action_routes(router, spec, action)
+    for pspec in spec.processes.values():
+        _process_routes(router, spec, pspec)
+    return router
+
+
+def _update_model(spec: PluginSpec) -> type[BaseModel]:
+    """The config model with its secret fields optional: left out, they keep their stored value."""
+    if not spec.secret_fields:
+        return spec.config_model
+    fields: Any = {
+        name: (spec.config_model.model_fields[name].annotation | None, None)
+        for name in spec.secret_fields
+    }
+    return create_model(_camel(spec.name, "config-update"), __base__=spec.config_model, **fields)
+
+
+def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
+    config_model = spec.config_model
+    update_model = _update_model(spec)
+    tags = [f"plugin: {spec.name}"]
+
+    @router.post(
+        f"/api/internal/plugin/{spec.name}",
+        operation_id=f"{spec.name}.enable",
+        summary=f"Enable {spec.name} in the community",
+        status_code=status.HTTP_201_CREATED,
+        response_model=PluginOut,
+        tags=tags,
+        responses={200: {"model": PluginOut, "description": "Re-configured an existing instance"}},
+    )
+    async def enable(
+        runtime: RuntimeDep,
+        session: SessionDep,
+        community: CurrentCommunity,
+        config: Annotated[config_model, Body()],  # type: ignore[valid-type]
+        response: Response,
+    ) -> PluginOut:
+        instance, created = await plugin_service.enable_plugin(
+            session, runtime, community, spec, config.model_dump()
+        )
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return PluginOut.build(instance, community, spec)
+
+    @router.put(
+        f"/api/internal/plugin/{spec.name}/{{instance_id}}",
+        operation_id=f"{spec.name}.configure",
+        summary=f"Re-configure an instance of {spec.name}, keeping its state and processes",
+        response_model=PluginOut,
+        tags=tags,
+    )
+    async def configure(
+        runtime: RuntimeDep,
+        session: SessionDep,
+        community: CurrentCommunity,
+        instance_id: int,
+        config: Annotated[update_model, Body()],  # type: ignore[valid-type]
+    ) -> PluginOut:
+        instance = await plugin_service.get_instance(session, community, spec.name, instance_id)
+        await plugin_service.reconfigure_instance(
+            session, runtime, community, spec, instance, _without_missing_secrets(config, spec)
+        )
+        return PluginOut.build(instance, community, spec)
+
+
+def _without_missing_secrets(config: BaseModel, spec: PluginSpec) -> dict[str, Any]:
+    """The sent config, minus secret fields the Driver left out (so they keep their value)."""
+    data = config.model_dump()
+    for name in spec.secret_fields:
+        if name not in config.model_fields_set:
+            data.pop(name, None)
+    return data
+
+
+def _action_body(spec: PluginSpec, action: ActionSpec) -> tuple[type[BaseModel], bool]:
+    """The request body ``{"parameters": {...}}``; optional when no parameter is required."""
+    model = action.input_model
+    required = any(field.is_required() for field in model.model_fields.values())
+    default: Any = ... if required else Field(default_factory=model)
+    body: type[BaseModel] = create_model(
+        _camel(spec.name, action.slug, "request"),
+        __config__=ConfigDict(extra="forbid"),
+        parameters=(model, default),
+    )
+    return body, required
+
+
+def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> None:
+    body_model, required = _action_body(spec, action)
+    output = action.output_model
+    declared = dict(
+        summary=action.description or f"{spec.name}.{action.slug}",
+        response_model=output,
+        status_code=status.HTTP_200_OK if output else status.HTTP_204_NO_CONTENT,
+        tags=[f"plugin: {spec.name}"],
+    )
+    default_body = ... if required else None
+
+    async def run(
+        runtime: Any, session: Any, community: Any, body: BaseModel | None, pid: str | None
+    ) -> Any:
+        params = getattr(body, "parameters", None) or action.input_model()
+        result = await action_service.perform_action(
+            session, runtime, community, spec, action, params, community_platform_id=pid
+        )
+        return result if output else Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @router.post(
+        f"/api/internal/action/{spec.name}.{action.slug}",
+        operation_id=f"{spec.name}.{action.slug}",
+        **declared,  # type: ignore[arg-type]
+    )
+    async def perform(
+        runtime: RuntimeDep,
+        session: SessionDep,
+        community: CurrentCommunity,
+        community_platform_id: PlatformIdQuery = None,
+        body: Annotated[body_model | None, Body()] = default_body,  # type: ignore[valid-type]
+    ) -> Any:
+        return await run(runtime, session, community, body, community_platform_id)
+
+    if not action.public:
+        return
+
+    @router.post(
+        f"/api/action/{spec.name}.{action.slug}",
+        operation_id=f"{spec.name}.{action.slug}.public",
+        **declared,  # type: ignore[arg-type]
+    )
+    async def perform_public(
+        runtime: RuntimeDep,
+        session: SessionDep,
+        community: PublicCommunity,
+        community_platform_id: PlatformIdQuery = None,
+        body: Annotated[body_model | None, Body()] = default_body,  # type: ignore[valid-type]
+    ) -> Any:
+        return await run(runtime, session, community, body, community_platform_id)
+
+
+def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> None:
+    full = f"{spec.name}.{pspec.slug}"
+    camel = _camel(spec.name, pspec.slug)
+    start_model: type[BaseModel] = create_model(
+        f"{camel}Start", __base__=(pspec.params_model, ProcessStart)
+    )
+    record_model: type[ProcessRecord] = create_model(
+        f"{camel}Record",
+        __base__=ProcessRecord,
+        outcome=(pspec.outcome_model | None, Field(None, description="The outcome so far")),
+    )
+    param_names = list(pspec.params_model.model_fields)
+    tags = [f"plugin: {spec.name}"]
+    path = f"/api/internal/process/{full}"
+
+    def record(process: Any, community: Any) -> ProcessRecord:
+        return record_model.model_validate(
+            ProcessRecord.build(process, community).model_dump()
+        )
+
+    @router.post(
+        path,
+        operation_id=full,
+        summary=pspec.description or f"Start {full}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=record_model,
+        tags=tags,
+        responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}}},
+    )
+    async def start(
+        runtime: RuntimeDep,
+        session: SessionDep,
+        community: CurrentCommunity,
+        body: Annotated[start_model, Body()],  # type: ignore[valid-type]
+        response: Response,
+        community_platform_id: PlatformIdQuery = None,
+    ) -> Any:
+        params = pspec.params_model.model_validate({n: getattr(body, n) for n in param_names})
+        callback = getattr(body, "callback_url", None)
+        process = await process_service.start_process(
+            session,
+            runtime,
+            community,
+            spec,
+            pspec,
+            params,
+            callback_url=str(callback) if callback else None,
+            community_platform_id=community_platform_id,
+        )
+        response.headers["Location"] = f"{path}/{process.id}"
+        return record(process, community)
+
+    @router.get(
+        f"{path}/{{process_id}}",
+        operation_id=f"{full}.get",
+        summary=f"Read a {full} process",
+        response_model=record_model,
+        tags=tags,
+    )
+    async def read(session: SessionDep, community: CurrentCommunity, process_id: int) -> Any:
+        process = await process_service.get_process(
+            session, community, spec.name, pspec.slug, process_id
+        )
+        return record(process, community)
+
+    @router.delete(
+        f"{path}/{{process_id}}",
+        operation_id=f"{full}.close",
+        summary=f"Close a {full} process now and return its final record",
+        response_model=record_model,
+        tags=tags,
+    )
+    async def close(
+        runtime: RuntimeDep, session: SessionDep, community: CurrentCommunity, process_id: int
+    ) -> Any:
+        process = await process_service.get_process(
+            session, community, spec.name, pspec.slug, process_id, lock=True
+        )
+        await process_service.close_process(session, runtime, community, process)
+        return record(process, community)

@@ -1,0 +1,43 @@
+"""Liveness and readiness probes. Liveness checks nothing outside the process, so that a database
+blip never makes an orchestrator restart every replica at once."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from metagov.api.deps import RuntimeDep
+from metagov.db import migrate
+
+router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
+
+
+@router.get("/healthz", operation_id="health.live")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    operation_id="health.ready",
+    responses={503: {"description": "A dependency is down or the schema is not migrated"}},
+)
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        async with runtime.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        current = await migrate.schema_is_current(runtime.engine)
+        checks["database"] = "ok" if current else "schema not migrated: run `metagov db upgrade`"
+    except Exception as exc:
+        log.warning("readiness: database check failed: %s", exc)
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        status_code=200 if ready else 503,
+        content={"status": "ready" if ready else "not ready", "checks": checks},
+    )

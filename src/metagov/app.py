@@ -1,0 +1,81 @@
+"""Builds the FastAPI application and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from metagov import __version__
+from metagov.api import communities, generated, health, plugins
+from metagov.api.middleware import BodySizeLimit
+from metagov.config import Settings
+from metagov.db import migrate
+from metagov.errors import install_error_handlers
+from metagov.plugins.registry import PluginRegistry
+from metagov.runtime import Runtime
+from metagov.scheduler import InProcessScheduler
+from metagov.services import drivers
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Metagov is a governance gateway: one API for a **Driver** (a governance engine) to listen to
+community platforms, run votes there and act on the outcome.
+
+Routes under `/api/internal/` need `Authorization: Bearer <Driver API key>`; community-scoped
+routes also need the header `X-Metagov-Community: <slug>`. Each plugin's actions and processes
+have their own typed operations, with operation id `{plugin}.{action}`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None, registry: PluginRegistry | None = None
+) -> FastAPI:
+    settings = settings or Settings()
+    registry = registry or PluginRegistry.discover(
+        allow=settings.plugins_allow, block=settings.plugins_block
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.uses_development_key:
+            log.warning(
+                "plugin secrets are encrypted with the public development key; "
+                "set METAGOV_SECRET_KEYS before storing real credentials"
+            )
+        if settings.auto_migrate:
+            await migrate.upgrade(settings.database_url)
+        async with Runtime.open(settings, registry) as runtime:
+            if settings.driver_api_key is not None:
+                async with runtime.sessions() as session, session.begin():
+                    await drivers.ensure_env_driver(
+                        session, settings.driver_api_key.get_secret_value(), settings.driver_event_url
+                    )
+            app.state.runtime = runtime
+            scheduler = InProcessScheduler(runtime)
+            app.state.scheduler = scheduler
+            if settings.scheduler_enabled:
+                scheduler.start()
+            try:
+                yield
+            finally:
+                await scheduler.stop()
+
+    app = FastAPI(
+        title="Metagov",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(communities.router)
+    app.include_router(plugins.router)
+    for spec in registry:
+        app.include_router(generated.plugin_router(spec))
+    app.include_router(plugins.fallback)
+    return app

@@ -1,0 +1,100 @@
+"""Settings, read from the environment with the ``METAGOV_`` prefix.
+
+Everything has a default that gives a working embedded gateway (SQLite, in-process jobs), so
+``metagov serve`` needs no configuration. Production refuses the development defaults for secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A well-known key so that a newcomer's gateway can store plugin secrets with zero configuration.
+# It is public, so anything encrypted with it is not protected: production refuses to start with it.
+DEVELOPMENT_SECRET_KEY = "bWV0YWdvdi1kZXZlbG9wbWVudC1rZXktbm90LXNlY3I="
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The gateway's whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="METAGOV_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./metagov.db"
+    redis_url: str | None = None
+    base_url: str = "http://127.0.0.1:8000"
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=lambda: [SecretStr(DEVELOPMENT_SECRET_KEY)]
+    )
+    auto_migrate: bool = True
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    driver_api_key: SecretStr | None = None
+    driver_event_url: str | None = None
+
+    plugins_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    plugins_block: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    scheduler_enabled: bool = True
+    scheduler_interval_seconds: float = Field(default=1.0, gt=0)
+    process_lease_seconds: float = Field(default=60.0, gt=0)
+
+    http_timeout_seconds: float = Field(default=10.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _parse_secret_keys(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("plugins_allow", "plugins_block", mode="before")
+    @classmethod
+    def _parse_plugin_lists(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _check_fernet_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        if not keys:
+            raise ValueError("at least one key is required")
+        for index, key in enumerate(keys):
+            try:
+                Fernet(key.get_secret_value())
+            except ValueError:
+                raise ValueError(
+                    f"key {index} is not a Fernet key (32 url-safe base64-encoded bytes); "
+                    "generate one with `metagov keys generate`"
+                ) from None
+        return keys
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_production(self) -> Settings:
+        if self.environment == "production":
+            if any(k.get_secret_value() == DEVELOPMENT_SECRET_KEY for k in self.secret_keys):
+                raise ValueError(
+                    "METAGOV_SECRET_KEYS still holds the public development key; "
+                    "set your own keys (`metagov keys generate`) before running in production"
+                )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_development_key(self) -> bool:
+        return any(k.get_secret_value() == DEVELOPMENT_SECRET_KEY for k in self.secret_keys)

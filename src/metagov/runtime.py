@@ -1,0 +1,56 @@
+"""The resources one gateway process shares: settings, database, plugins, secrets, HTTP client.
+
+The API and the job runners build the same :class:`Runtime`, so a service function behaves the same
+wherever it is called from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from metagov.config import Settings
+from metagov.crypto import SecretBox
+from metagov.db.engine import SessionFactory, create_engine, create_session_factory
+from metagov.plugins.registry import PluginRegistry
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    registry: PluginRegistry
+    secrets: SecretBox
+    http: httpx.AsyncClient
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, settings: Settings, registry: PluginRegistry | None = None
+    ) -> AsyncIterator[Runtime]:
+        engine = create_engine(settings.database_url)
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.http_timeout_seconds),
+            follow_redirects=False,
+            headers={"User-Agent": "metagov-gateway"},
+        )
+        try:
+            yield cls(
+                settings=settings,
+                engine=engine,
+                sessions=create_session_factory(engine),
+                registry=registry
+                or PluginRegistry.discover(
+                    allow=settings.plugins_allow, block=settings.plugins_block
+                ),
+                secrets=SecretBox([k.get_secret_value() for k in settings.secret_keys]),
+                http=http,
+            )
+        finally:
+            await http.aclose()
+            await engine.dispose()

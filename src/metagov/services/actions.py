@@ -1,0 +1,39 @@
+"""Performing plugin actions on behalf of a Driver."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from metagov.db.models import Community
+from metagov.plugins.registry import ActionSpec, PluginSpec
+from metagov.runtime import Runtime
+from metagov.services.plugins import build_context, resolve_instance, save_effects
+from metagov.services.processes import PluginContractError
+
+
+async def perform_action(
+    session: AsyncSession,
+    runtime: Runtime,
+    community: Community,
+    spec: PluginSpec,
+    action: ActionSpec,
+    params: BaseModel,
+    *,
+    community_platform_id: str | None = None,
+) -> BaseModel | None:
+    instance = await resolve_instance(session, community, spec.name, community_platform_id)
+    ctx = build_context(runtime, spec, community, instance)
+    result = await action.method(ctx, params)
+    await save_effects(session, instance, ctx)
+    if action.output_model is None:
+        return None
+    try:
+        if isinstance(result, action.output_model):
+            return result
+        output: BaseModel = action.output_model.model_validate(result)
+        return output
+    except ValidationError as exc:
+        raise PluginContractError(
+            f"action {spec.name}.{action.slug} returned a result that breaks its output model: {exc}"
+        ) from exc

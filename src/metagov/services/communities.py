@@ -1,0 +1,114 @@
+"""Communities, the tenants. Each belongs to the Driver that created it, and only that Driver can
+see it or anything inside it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from metagov.db.models import Community, Driver, PluginInstance
+from metagov.errors import Conflict, NotFound
+from metagov.runtime import Runtime
+from metagov.services import plugins as plugin_service
+
+
+async def get_community(session: AsyncSession, driver: Driver, slug: str) -> Community:
+    """The Driver's community ``slug``; 404 whether it does not exist or belongs to another."""
+    community = await session.scalar(
+        select(Community).where(Community.slug == slug, Community.driver_id == driver.id)
+    )
+    if community is None:
+        raise NotFound(f"community {slug!r} not found", code="unknown_community")
+    return community
+
+
+async def get_community_by_slug(session: AsyncSession, slug: str) -> Community:
+    """Any Driver's community ``slug``: only for public routes, which expose nothing of it."""
+    community = await session.scalar(select(Community).where(Community.slug == slug))
+    if community is None:
+        raise NotFound(f"community {slug!r} not found", code="unknown_community")
+    return community
+
+
+async def _check_slug_free(session: AsyncSession, slug: str) -> None:
+    if await session.scalar(select(Community.id).where(Community.slug == slug)) is not None:
+        raise Conflict(f"the slug {slug!r} is taken", code="slug_taken")
+
+
+async def create_community(
+    session: AsyncSession,
+    runtime: Runtime,
+    driver: Driver,
+    *,
+    slug: str | None,
+    readable_name: str,
+    plugins: Sequence[tuple[str, Mapping[str, Any]]],
+) -> Community:
+    slug = slug or str(uuid.uuid4())
+    await _check_slug_free(session, slug)
+    community = Community(slug=slug, readable_name=readable_name, driver_id=driver.id)
+    session.add(community)
+    await session.flush()
+    await _enable_all(session, runtime, community, plugins)
+    return community
+
+
+async def _enable_all(
+    session: AsyncSession,
+    runtime: Runtime,
+    community: Community,
+    plugins: Sequence[tuple[str, Mapping[str, Any]]],
+) -> set[int]:
+    """Enable or re-configure each listed plugin; returns the ids of the instances listed."""
+    for name, _ in plugins:
+        runtime.registry.get(name)  # unknown names fail before anything is written
+    listed: set[int] = set()
+    for index, (name, config) in enumerate(plugins):
+        spec = runtime.registry.get(name)
+        instance, _ = await plugin_service.enable_plugin(
+            session, runtime, community, spec, config, loc=("body", "plugins", index, "config")
+        )
+        if instance.id in listed:
+            raise Conflict(f"plugins[{index}] names the same {name!r} instance as an earlier entry")
+        listed.add(instance.id)
+    return listed
+
+
+async def update_community(
+    session: AsyncSession,
+    runtime: Runtime,
+    community: Community,
+    *,
+    slug: str | None,
+    readable_name: str | None,
+    plugins: Sequence[tuple[str, Mapping[str, Any]]] | None,
+) -> Community:
+    """Declarative update: the listed plugins are enabled or re-configured (keeping their state
+    and processes); enabled plugins that are not listed are disabled."""
+    if slug is not None and slug != community.slug:
+        await _check_slug_free(session, slug)
+        community.slug = slug
+    if readable_name is not None:
+        community.readable_name = readable_name
+    if plugins is None:
+        await session.flush()
+        return community
+    keep = await _enable_all(session, runtime, community, plugins)
+    for instance in await plugin_service.list_instances(session, community):
+        if instance.id not in keep:
+            await plugin_service.disable_instance(session, instance)
+    await session.flush()
+    return community
+
+
+async def delete_community(session: AsyncSession, community: Community) -> None:
+    await session.delete(community)
+    await session.flush()
+
+
+async def community_plugins(session: AsyncSession, community: Community) -> Sequence[PluginInstance]:
+    return await plugin_service.list_instances(session, community)

@@ -1,0 +1,293 @@
+"""Plugin instances: enabling, re-configuring and disabling them, and building the context that
+every plugin call receives."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from metagov.crypto import SecretBox
+from metagov.db.models import Community, Event, PluginInstance, Process
+from metagov.errors import AmbiguousPlugin, Conflict, InvalidInput, NotFound
+from metagov.plugins.registry import PluginSpec
+from metagov.plugins.sdk import PluginContext, State
+from metagov.runtime import Runtime
+from metagov.services import lifecycle
+
+log = logging.getLogger("metagov.plugins")
+
+
+@dataclass(frozen=True)
+class ValidatedConfig:
+    """A config that passed the plugin's model, split into what may be shown and what may not."""
+
+    model: BaseModel
+    public: dict[str, Any]
+    secrets: dict[str, Any]
+    community_platform_id: str
+
+
+def validate_config(
+    spec: PluginSpec,
+    raw: Mapping[str, Any],
+    *,
+    stored_secrets: Mapping[str, Any] | None = None,
+    loc: Sequence[str | int] = ("body",),
+) -> ValidatedConfig:
+    """Validate ``raw`` with the plugin's config model.
+
+    Secret fields left out of ``raw`` keep their ``stored_secrets`` value, so a Driver can change
+    a plain setting without sending the API token again.
+    """
+    data = dict(raw)
+    for name, value in (stored_secrets or {}).items():
+        data.setdefault(name, value)
+    try:
+        model = spec.config_model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput.from_pydantic(exc, prefix=loc) from None
+    public = model.model_dump(mode="json", exclude=set(spec.secret_fields))
+    secrets = {name: _reveal(getattr(model, name)) for name in spec.secret_fields}
+    pid = ""
+    if spec.community_platform_id_field:
+        value = getattr(model, spec.community_platform_id_field)
+        pid = "" if value is None else str(_reveal(value))
+    return ValidatedConfig(model, public, secrets, pid)
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, SecretBytes):
+        return value.get_secret_value().decode()
+    return value
+
+
+def stored_secrets(runtime: Runtime, instance: PluginInstance) -> dict[str, Any]:
+    return runtime.secrets.decrypt(instance.secrets) if instance.secrets else {}
+
+
+def load_config(runtime: Runtime, spec: PluginSpec, instance: PluginInstance) -> BaseModel:
+    """The instance's config as the plugin's model, secrets decrypted."""
+    return spec.config_model.model_validate(
+        {**instance.config, **stored_secrets(runtime, instance)}
+    )
+
+
+def build_context(
+    runtime: Runtime,
+    spec: PluginSpec,
+    community: Community,
+    instance: PluginInstance,
+    config: BaseModel | None = None,
+) -> PluginContext[Any]:
+    return PluginContext(
+        community=community.slug,
+        plugin_name=spec.name,
+        instance_id=instance.id,
+        community_platform_id=instance.community_platform_id or None,
+        config=config if config is not None else load_config(runtime, spec, instance),
+        state=State(instance.state),
+        http=runtime.http,
+        log=logging.LoggerAdapter(
+            log.getChild(spec.name),
+            {"community": community.slug, "plugin_instance": instance.id},
+        ),
+    )
+
+
+async def save_effects(
+    session: AsyncSession, instance: PluginInstance, ctx: PluginContext[Any]
+) -> None:
+    """Persist what a plugin call did: its state changes and the events it emitted."""
+    if ctx.state.changed:
+        # Re-read under a row lock so that concurrent calls touching other keys keep theirs.
+        await session.refresh(instance, ["state"], with_for_update=True)
+        instance.state = ctx.state.apply_to(instance.state)
+    for emitted in ctx.emitted:
+        session.add(
+            Event(
+                community_id=instance.community_id,
+                source=ctx.plugin_name,
+                event_type=emitted.event_type,
+                data=emitted.data,
+                initiator=emitted.initiator,
+            )
+        )
+    ctx.emitted.clear()
+
+
+async def list_instances(session: AsyncSession, community: Community) -> Sequence[PluginInstance]:
+    return (
+        await session.scalars(
+            select(PluginInstance)
+            .where(PluginInstance.community_id == community.id)
+            .order_by(PluginInstance.id)
+        )
+    ).all()
+
+
+async def get_instance(
+    session: AsyncSession, community: Community, name: str, instance_id: int
+) -> PluginInstance:
+    instance = await session.scalar(
+        select(PluginInstance).where(
+            PluginInstance.id == instance_id,
+            PluginInstance.community_id == community.id,
+            PluginInstance.name == name,
+        )
+    )
+    if instance is None:
+        raise NotFound(f"plugin {name!r} has no instance {instance_id} in this community")
+    return instance
+
+
+async def resolve_instance(
+    session: AsyncSession,
+    community: Community,
+    name: str,
+    community_platform_id: str | None = None,
+) -> PluginInstance:
+    """The one instance of plugin ``name`` a request means; 409 with the choices if ambiguous."""
+    query = select(PluginInstance).where(
+        PluginInstance.community_id == community.id, PluginInstance.name == name
+    )
+    if community_platform_id is not None:
+        query = query.where(PluginInstance.community_platform_id == community_platform_id)
+    found = (await session.scalars(query.order_by(PluginInstance.id))).all()
+    if not found:
+        which = f" with community_platform_id {community_platform_id!r}" if community_platform_id else ""
+        raise NotFound(
+            f"plugin {name!r} is not enabled{which} in community {community.slug!r}",
+            code="plugin_not_enabled",
+        )
+    if len(found) > 1:
+        raise AmbiguousPlugin(
+            f"community {community.slug!r} has {len(found)} instances of plugin {name!r}; "
+            "pick one with the community_platform_id query parameter",
+            choices=[
+                {"id": inst.id, "community_platform_id": inst.community_platform_id}
+                for inst in found
+            ],
+        )
+    return found[0]
+
+
+async def enable_plugin(
+    session: AsyncSession,
+    runtime: Runtime,
+    community: Community,
+    spec: PluginSpec,
+    raw_config: Mapping[str, Any],
+    *,
+    loc: Sequence[str | int] = ("body",),
+) -> tuple[PluginInstance, bool]:
+    """Enable ``spec`` in ``community``, or re-configure the instance with the same platform id.
+
+    Returns the instance and whether it was created.
+    """
+    candidate = validate_config(spec, raw_config, loc=loc)
+    existing = await session.scalar(
+        select(PluginInstance).where(
+            PluginInstance.community_id == community.id,
+            PluginInstance.name == spec.name,
+            PluginInstance.community_platform_id == candidate.community_platform_id,
+        )
+    )
+    if existing is not None:
+        await reconfigure_instance(session, runtime, community, spec, existing, raw_config, loc=loc)
+        return existing, False
+    instance = PluginInstance(
+        community_id=community.id,
+        name=spec.name,
+        community_platform_id=candidate.community_platform_id,
+        config=candidate.public,
+        secrets=runtime.secrets.encrypt(candidate.secrets) if candidate.secrets else None,
+        state={},
+    )
+    session.add(instance)
+    await session.flush()
+    await _initialize(session, runtime, spec, community, instance, candidate.model)
+    return instance, True
+
+
+async def reconfigure_instance(
+    session: AsyncSession,
+    runtime: Runtime,
+    community: Community,
+    spec: PluginSpec,
+    instance: PluginInstance,
+    raw_config: Mapping[str, Any],
+    *,
+    loc: Sequence[str | int] = ("body",),
+) -> PluginInstance:
+    """Change an instance's config in place, keeping its state and its running processes."""
+    validated = validate_config(
+        spec, raw_config, stored_secrets=stored_secrets(runtime, instance), loc=loc
+    )
+    if validated.community_platform_id != instance.community_platform_id:
+        clash = await session.scalar(
+            select(PluginInstance.id).where(
+                PluginInstance.community_id == community.id,
+                PluginInstance.name == spec.name,
+                PluginInstance.community_platform_id == validated.community_platform_id,
+                PluginInstance.id != instance.id,
+            )
+        )
+        if clash is not None:
+            raise Conflict(
+                f"another instance of {spec.name!r} already has community_platform_id "
+                f"{validated.community_platform_id!r}"
+            )
+    instance.config = validated.public
+    instance.secrets = runtime.secrets.encrypt(validated.secrets) if validated.secrets else None
+    instance.community_platform_id = validated.community_platform_id
+    await session.flush()
+    await _initialize(session, runtime, spec, community, instance, validated.model)
+    return instance
+
+
+async def _initialize(
+    session: AsyncSession,
+    runtime: Runtime,
+    spec: PluginSpec,
+    community: Community,
+    instance: PluginInstance,
+    config: BaseModel,
+) -> None:
+    ctx = build_context(runtime, spec, community, instance, config)
+    await spec.plugin.initialize(ctx)
+    await save_effects(session, instance, ctx)
+
+
+async def disable_instance(session: AsyncSession, instance: PluginInstance) -> None:
+    """Remove an instance. Its processes that are still open are cancelled, not silently lost."""
+    open_processes = await session.scalars(
+        select(Process).where(
+            Process.plugin_instance_id == instance.id,
+            Process.status.in_(lifecycle.OPEN_STATUSES),
+        )
+    )
+    for process in open_processes:
+        lifecycle.transition(process, lifecycle.ProcessStatus.CANCELLED)
+        process.errors = [*process.errors, {"message": "the plugin was disabled"}]
+    await session.delete(instance)
+    await session.flush()
+
+
+async def rotate_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every instance's secrets under the newest key; returns how many were."""
+    rows = await session.scalars(select(PluginInstance).where(PluginInstance.secrets.is_not(None)))
+    count = 0
+    for instance in rows:
+        if instance.secrets is not None:
+            instance.secrets = box.rotate(instance.secrets)
+            count += 1
+    await session.flush()
+    return count
