@@ -9,116 +9,186 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
 from sqlalchemy.dialects import postgresql
 
 import metagov.db.base
 
-revision: str = '0001'
+revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table('drivers',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('api_key_hash', sa.String(length=64), nullable=False),
-    sa.Column('event_url', sa.Text(), nullable=True),
-    sa.Column('created_at', metagov.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', metagov.db.base.UTCDateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_drivers')),
-    sa.UniqueConstraint('api_key_hash', name=op.f('uq_drivers_api_key_hash')),
-    sa.UniqueConstraint('name', name=op.f('uq_drivers_name'))
+    op.create_table(
+        "drivers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("api_key_hash", sa.String(length=64), nullable=False),
+        sa.Column("event_url", sa.Text(), nullable=True),
+        sa.Column("created_at", metagov.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", metagov.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_drivers")),
+        sa.UniqueConstraint("api_key_hash", name=op.f("uq_drivers_api_key_hash")),
+        sa.UniqueConstraint("name", name=op.f("uq_drivers_name")),
     )
-    op.create_table('communities',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('slug', sa.String(length=64), nullable=False),
-    sa.Column('readable_name', sa.String(length=200), nullable=False),
-    sa.Column('driver_id', sa.Integer(), nullable=False),
-    sa.Column('created_at', metagov.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', metagov.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['driver_id'], ['drivers.id'], name=op.f('fk_communities_driver_id_drivers')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_communities')),
-    sa.UniqueConstraint('slug', name=op.f('uq_communities_slug'))
+    op.create_table(
+        "communities",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("slug", sa.String(length=64), nullable=False),
+        sa.Column("readable_name", sa.String(length=200), nullable=False),
+        sa.Column("driver_id", sa.Integer(), nullable=False),
+        sa.Column("created_at", metagov.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", metagov.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["driver_id"], ["drivers.id"], name=op.f("fk_communities_driver_id_drivers")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_communities")),
+        sa.UniqueConstraint("slug", name=op.f("uq_communities_slug")),
     )
-    with op.batch_alter_table('communities', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_communities_driver_id'), ['driver_id'], unique=False)
+    with op.batch_alter_table("communities", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_communities_driver_id"), ["driver_id"], unique=False)
 
-    op.create_table('events',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('community_id', sa.Integer(), nullable=False),
-    sa.Column('source', sa.String(length=64), nullable=False),
-    sa.Column('event_type', sa.String(length=200), nullable=False),
-    sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('initiator', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('created_at', metagov.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['community_id'], ['communities.id'], name=op.f('fk_events_community_id_communities'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_events'))
+    op.create_table(
+        "events",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("community_id", sa.Integer(), nullable=False),
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("event_type", sa.String(length=200), nullable=False),
+        sa.Column(
+            "data",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "initiator",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column("created_at", metagov.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["community_id"],
+            ["communities.id"],
+            name=op.f("fk_events_community_id_communities"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
     )
-    with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index('ix_events_community_id_id', ['community_id', 'id'], unique=False)
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.create_index("ix_events_community_id_id", ["community_id", "id"], unique=False)
 
-    op.create_table('plugin_instances',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('community_id', sa.Integer(), nullable=False),
-    sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('community_platform_id', sa.String(length=200), nullable=False),
-    sa.Column('config', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('secrets', sa.Text(), nullable=True),
-    sa.Column('state', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('created_at', metagov.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', metagov.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['community_id'], ['communities.id'], name=op.f('fk_plugin_instances_community_id_communities'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_plugin_instances')),
-    sa.UniqueConstraint('community_id', 'name', 'community_platform_id', name=op.f('uq_plugin_instances_community_id_name_community_platform_id'))
+    op.create_table(
+        "plugin_instances",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("community_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("community_platform_id", sa.String(length=200), nullable=False),
+        sa.Column(
+            "config",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("secrets", sa.Text(), nullable=True),
+        sa.Column(
+            "state",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", metagov.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", metagov.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["community_id"],
+            ["communities.id"],
+            name=op.f("fk_plugin_instances_community_id_communities"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_plugin_instances")),
+        sa.UniqueConstraint(
+            "community_id",
+            "name",
+            "community_platform_id",
+            name=op.f("uq_plugin_instances_community_id_name_community_platform_id"),
+        ),
     )
-    op.create_table('processes',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('community_id', sa.Integer(), nullable=False),
-    sa.Column('plugin_instance_id', sa.Integer(), nullable=True),
-    sa.Column('plugin_name', sa.String(length=64), nullable=False),
-    sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('url', sa.Text(), nullable=True),
-    sa.Column('callback_url', sa.Text(), nullable=True),
-    sa.Column('parameters', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('outcome', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('errors', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('state', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('closing_at', metagov.db.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('next_update_at', metagov.db.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('retry_at', metagov.db.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', metagov.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', metagov.db.base.UTCDateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['community_id'], ['communities.id'], name=op.f('fk_processes_community_id_communities'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['plugin_instance_id'], ['plugin_instances.id'], name=op.f('fk_processes_plugin_instance_id_plugin_instances'), ondelete='SET NULL'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_processes'))
+    op.create_table(
+        "processes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("community_id", sa.Integer(), nullable=False),
+        sa.Column("plugin_instance_id", sa.Integer(), nullable=True),
+        sa.Column("plugin_name", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("url", sa.Text(), nullable=True),
+        sa.Column("callback_url", sa.Text(), nullable=True),
+        sa.Column(
+            "parameters",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "outcome",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column(
+            "errors",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "state",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("closing_at", metagov.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_update_at", metagov.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("retry_at", metagov.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", metagov.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", metagov.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["community_id"],
+            ["communities.id"],
+            name=op.f("fk_processes_community_id_communities"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["plugin_instance_id"],
+            ["plugin_instances.id"],
+            name=op.f("fk_processes_plugin_instance_id_plugin_instances"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_processes")),
     )
-    with op.batch_alter_table('processes', schema=None) as batch_op:
-        batch_op.create_index('ix_processes_community_id_status', ['community_id', 'status'], unique=False)
-        batch_op.create_index(batch_op.f('ix_processes_plugin_instance_id'), ['plugin_instance_id'], unique=False)
-        batch_op.create_index('ix_processes_status_closing_at', ['status', 'closing_at'], unique=False)
-        batch_op.create_index('ix_processes_status_next_update_at', ['status', 'next_update_at'], unique=False)
-
+    with op.batch_alter_table("processes", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_processes_community_id_status", ["community_id", "status"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_processes_plugin_instance_id"), ["plugin_instance_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_processes_status_closing_at", ["status", "closing_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_processes_status_next_update_at", ["status", "next_update_at"], unique=False
+        )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('processes', schema=None) as batch_op:
-        batch_op.drop_index('ix_processes_status_next_update_at')
-        batch_op.drop_index('ix_processes_status_closing_at')
-        batch_op.drop_index(batch_op.f('ix_processes_plugin_instance_id'))
-        batch_op.drop_index('ix_processes_community_id_status')
+    with op.batch_alter_table("processes", schema=None) as batch_op:
+        batch_op.drop_index("ix_processes_status_next_update_at")
+        batch_op.drop_index("ix_processes_status_closing_at")
+        batch_op.drop_index(batch_op.f("ix_processes_plugin_instance_id"))
+        batch_op.drop_index("ix_processes_community_id_status")
 
-    op.drop_table('processes')
-    op.drop_table('plugin_instances')
-    with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.drop_index('ix_events_community_id_id')
+    op.drop_table("processes")
+    op.drop_table("plugin_instances")
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index("ix_events_community_id_id")
 
-    op.drop_table('events')
-    with op.batch_alter_table('communities', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_communities_driver_id'))
+    op.drop_table("events")
+    with op.batch_alter_table("communities", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_communities_driver_id"))
 
-    op.drop_table('communities')
-    op.drop_table('drivers')
+    op.drop_table("communities")
+    op.drop_table("drivers")

@@ -31,9 +31,7 @@ have their own typed operations, with operation id `{plugin}.{action}`.
 """
 
 
-def create_app(
-    settings: Settings | None = None, registry: PluginRegistry | None = None
-) -> FastAPI:
+def create_app(settings: Settings | None = None, registry: PluginRegistry | None = None) -> FastAPI:
     settings = settings or Settings()
     registry = registry or PluginRegistry.discover(
         allow=settings.plugins_allow, block=settings.plugins_block
@@ -52,7 +50,9 @@ def create_app(
             if settings.driver_api_key is not None:
                 async with runtime.sessions() as session, session.begin():
                     await drivers.ensure_env_driver(
-                        session, settings.driver_api_key.get_secret_value(), settings.driver_event_url
+                        session,
+                        settings.driver_api_key.get_secret_value(),
+                        settings.driver_event_url,
                     )
             app.state.runtime = runtime
             scheduler = InProcessScheduler(runtime)

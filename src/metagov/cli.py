@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
+
 from metagov.config import Settings
 
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A well-known key so that a newcomer's gateway can store plugin secrets with zero configuration.
 # It is public, so anything encrypted with it is not protected: production refuses to start with it.
-DEVELOPMENT_SECRET_KEY = "bWV0YWdvdi1kZXZlbG9wbWVudC1rZXktbm90LXNlY3I="
+DEVELOPMENT_SECRET_KEY = "bWV0YWdvdi1kZXZlbG9wbWVudC1rZXktbm90LXNlY3I="  # noqa: S105
 
 
 def _split_csv(value: object) -> object:
@@ -83,12 +83,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
-        if self.environment == "production":
-            if any(k.get_secret_value() == DEVELOPMENT_SECRET_KEY for k in self.secret_keys):
-                raise ValueError(
-                    "METAGOV_SECRET_KEYS still holds the public development key; "
-                    "set your own keys (`metagov keys generate`) before running in production"
-                )
+        if self.environment == "production" and self.uses_development_key:
+            raise ValueError(
+                "METAGOV_SECRET_KEYS still holds the public development key; "
+                "set your own keys (`metagov keys generate`) before running in production"
+            )
         return self
 
     @property

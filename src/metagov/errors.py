@@ -129,9 +129,7 @@ class UpstreamError(PluginError):
     code = "upstream_error"
 
 
-def field_errors(
-    raw: Sequence[Any], *, prefix: Sequence[str | int] = ()
-) -> list[FieldError]:
+def field_errors(raw: Sequence[Any], *, prefix: Sequence[str | int] = ()) -> list[FieldError]:
     """Convert pydantic's error dicts into :class:`FieldError`, prefixing each location."""
     out = []
     for err in raw:

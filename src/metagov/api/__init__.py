@@ -1,1 +1,1 @@
-"""The HTTP API: thin routes that parse, authorize, call one service function and shape the reply."""
+"""The HTTP API: thin routes that parse, authorize, call one service and shape the reply."""

@@ -12,7 +12,9 @@ from metagov.errors import ERROR_RESPONSES
 from metagov.runtime import Runtime
 from metagov.services import communities as service
 
-router = APIRouter(prefix="/api/internal/community", tags=["communities"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/internal/community", tags=["communities"], responses=ERROR_RESPONSES
+)
 
 
 async def _out(session: AsyncSession, runtime: Runtime, community: Community) -> CommunityOut:

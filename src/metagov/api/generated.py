@@ -6,7 +6,8 @@ annotations`` here: FastAPI must see the models bound in each closure, not strin
 """
 
 import re
-from typing import Annotated, Any
+from enum import Enum
+from typing import Annotated, Any, Optional, cast
 
 from fastapi import APIRouter, Body, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -47,7 +48,7 @@ def _update_model(spec: PluginSpec) -> type[BaseModel]:
     if not spec.secret_fields:
         return spec.config_model
     fields: Any = {
-        name: (spec.config_model.model_fields[name].annotation | None, None)
+        name: (Optional[spec.config_model.model_fields[name].annotation], None)  # noqa: UP045
         for name in spec.secret_fields
     }
     return create_model(_camel(spec.name, "config-update"), __base__=spec.config_model, **fields)
@@ -56,7 +57,7 @@ def _update_model(spec: PluginSpec) -> type[BaseModel]:
 def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
     config_model = spec.config_model
     update_model = _update_model(spec)
-    tags = [f"plugin: {spec.name}"]
+    tags: list[str | Enum] = [f"plugin: {spec.name}"]
 
     @router.post(
         f"/api/internal/plugin/{spec.name}",
@@ -75,7 +76,7 @@ def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
         response: Response,
     ) -> PluginOut:
         instance, created = await plugin_service.enable_plugin(
-            session, runtime, community, spec, config.model_dump()
+            session, runtime, community, spec, cast(BaseModel, config).model_dump()
         )
         if not created:
             response.status_code = status.HTTP_200_OK
@@ -127,11 +128,12 @@ def _action_body(spec: PluginSpec, action: ActionSpec) -> tuple[type[BaseModel],
 def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> None:
     body_model, required = _action_body(spec, action)
     output = action.output_model
+    tags: list[str | Enum] = [f"plugin: {spec.name}"]
     declared = dict(
         summary=action.description or f"{spec.name}.{action.slug}",
         response_model=output,
         status_code=status.HTTP_200_OK if output else status.HTTP_204_NO_CONTENT,
-        tags=[f"plugin: {spec.name}"],
+        tags=tags,
     )
     default_body = ... if required else None
 
@@ -182,19 +184,16 @@ def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> 
     start_model: type[BaseModel] = create_model(
         f"{camel}Start", __base__=(pspec.params_model, ProcessStart)
     )
+    outcome: Any = (Optional[pspec.outcome_model], Field(None, description="The outcome so far"))  # noqa: UP045
     record_model: type[ProcessRecord] = create_model(
-        f"{camel}Record",
-        __base__=ProcessRecord,
-        outcome=(pspec.outcome_model | None, Field(None, description="The outcome so far")),
+        f"{camel}Record", __base__=ProcessRecord, outcome=outcome
     )
     param_names = list(pspec.params_model.model_fields)
-    tags = [f"plugin: {spec.name}"]
+    tags: list[str | Enum] = [f"plugin: {spec.name}"]
     path = f"/api/internal/process/{full}"
 
     def record(process: Any, community: Any) -> ProcessRecord:
-        return record_model.model_validate(
-            ProcessRecord.build(process, community).model_dump()
-        )
+        return record_model.model_validate(ProcessRecord.build(process, community).model_dump())
 
     @router.post(
         path,
@@ -209,7 +208,7 @@ def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> 
         runtime: RuntimeDep,
         session: SessionDep,
         community: CurrentCommunity,
-        body: Annotated[start_model, Body()],  # type: ignore[valid-type]
+        body: Annotated[start_model, Body()],
         response: Response,
         community_platform_id: PlatformIdQuery = None,
     ) -> Any:

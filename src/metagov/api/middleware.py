@@ -65,7 +65,10 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
-            {"detail": f"request body is larger than {self.max_bytes} bytes", "code": "payload_too_large"}
+            {
+                "detail": f"request body is larger than {self.max_bytes} bytes",
+                "code": "payload_too_large",
+            }
         ).encode()
         await send(
             {

@@ -58,7 +58,7 @@ def metadata(spec: PluginSpec) -> PluginMetadata:
                     event_type=e.name,
                     source=spec.name,
                     description=e.description,
-                    schema=e.data_model.model_json_schema() if e.data_model else None,
+                    schema_=e.data_model.model_json_schema() if e.data_model else None,
                 )
                 for e in spec.event_types
             ],

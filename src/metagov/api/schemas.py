@@ -53,7 +53,9 @@ class PluginOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def build(cls, instance: PluginInstance, community: Community, spec: PluginSpec | None) -> PluginOut:
+    def build(
+        cls, instance: PluginInstance, community: Community, spec: PluginSpec | None
+    ) -> PluginOut:
         return cls(
             id=instance.id,
             name=instance.name,
@@ -95,7 +97,7 @@ class ProcessRecord(BaseModel):
             id=process.id,
             name=process.full_name,
             community=community.slug,
-            status=process.status,  # type: ignore[arg-type]
+            status=process.status,
             url=process.url,
             outcome=process.outcome,
             errors=process.errors,

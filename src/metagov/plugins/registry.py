@@ -133,9 +133,7 @@ class PluginRegistry:
         return registry
 
     @classmethod
-    def discover(
-        cls, *, allow: Sequence[str] = (), block: Sequence[str] = ()
-    ) -> PluginRegistry:
+    def discover(cls, *, allow: Sequence[str] = (), block: Sequence[str] = ()) -> PluginRegistry:
         """Load built-in and installed plugins, honouring the allow and block lists.
 
         An empty allow list allows every plugin. Plugins that fail to load are logged and kept in
@@ -274,9 +272,11 @@ def _inspect_action(
         hints = typing.get_type_hints(fn)
     except Exception as exc:
         raise PluginLoadError(f"{where}: type hints cannot be resolved: {exc}") from exc
-    input_model = hints.get(params[2])
+    input_model: Any = hints.get(params[2])
     if not _is_model(input_model):
-        raise PluginLoadError(f"{where}: parameter {params[2]!r} must be typed with a pydantic model")
+        raise PluginLoadError(
+            f"{where}: parameter {params[2]!r} must be typed with a pydantic model"
+        )
     output = hints.get("return", type(None))
     if output is type(None):
         output_model = None

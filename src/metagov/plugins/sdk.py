@@ -233,7 +233,8 @@ def action(
     """
 
     def mark(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        fn.__metagov_action__ = ActionMarker(slug, description or (fn.__doc__ or "").strip(), public)  # type: ignore[attr-defined]
+        marker = ActionMarker(slug, description or (fn.__doc__ or "").strip(), public)
+        setattr(fn, "__metagov_action__", marker)  # noqa: B010
         return fn
 
     return mark
@@ -245,7 +246,7 @@ def task(
     """Declare a periodic task, run for every enabled instance: ``async def m(self, ctx)``."""
 
     def mark(fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-        fn.__metagov_task__ = TaskMarker(every)  # type: ignore[attr-defined]
+        setattr(fn, "__metagov_task__", TaskMarker(every))  # noqa: B010
         return fn
 
     return mark

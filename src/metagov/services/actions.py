@@ -35,5 +35,6 @@ async def perform_action(
         return output
     except ValidationError as exc:
         raise PluginContractError(
-            f"action {spec.name}.{action.slug} returned a result that breaks its output model: {exc}"
+            f"action {spec.name}.{action.slug} returned a result that breaks its output "
+            f"model: {exc}"
         ) from exc

@@ -110,5 +110,7 @@ async def delete_community(session: AsyncSession, community: Community) -> None:
     await session.flush()
 
 
-async def community_plugins(session: AsyncSession, community: Community) -> Sequence[PluginInstance]:
+async def community_plugins(
+    session: AsyncSession, community: Community
+) -> Sequence[PluginInstance]:
     return await plugin_service.list_instances(session, community)

@@ -52,7 +52,9 @@ def transition(process: Process, to: ProcessStatus) -> None:
     """Move ``process`` to status ``to``, or raise :class:`InvalidTransition` (409)."""
     current = ProcessStatus(process.status)
     if to not in ALLOWED[current]:
-        raise InvalidTransition(f"process {process.id} is {current.value} and cannot become {to.value}")
+        raise InvalidTransition(
+            f"process {process.id} is {current.value} and cannot become {to.value}"
+        )
     process.status = to.value
     process.updated_at = utcnow()
     if to is not ProcessStatus.PENDING:

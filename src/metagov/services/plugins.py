@@ -162,7 +162,11 @@ async def resolve_instance(
         query = query.where(PluginInstance.community_platform_id == community_platform_id)
     found = (await session.scalars(query.order_by(PluginInstance.id))).all()
     if not found:
-        which = f" with community_platform_id {community_platform_id!r}" if community_platform_id else ""
+        which = (
+            f" with community_platform_id {community_platform_id!r}"
+            if community_platform_id
+            else ""
+        )
         raise NotFound(
             f"plugin {name!r} is not enabled{which} in community {community.slug!r}",
             code="plugin_not_enabled",

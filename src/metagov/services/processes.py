@@ -301,7 +301,10 @@ async def _record_failure(runtime: Runtime, process_id: int, exc: Exception) -> 
         process = await session.get(Process, process_id)
         if process is None or not lifecycle.is_open(process):
             return
-        error = {"message": f"scheduled hook failed: {type(exc).__name__}", "at": utcnow().isoformat()}
+        error = {
+            "message": f"scheduled hook failed: {type(exc).__name__}",
+            "at": utcnow().isoformat(),
+        }
         process.errors = [*[e for e in process.errors if not _is_hook_failure(e)], error]
         process.retry_at = retry_at
 

@@ -1,4 +1,4 @@
-"""The randomness plugin: every kind of declaration a plugin can make, with no platform behind it."""
+"""The randomness plugin: the kinds of declaration a plugin makes, with no platform behind it."""
 
 from __future__ import annotations
 

@@ -1,0 +1,219 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), the app with its lifespan, an HTTP
+client on it, and Drivers with keys.
+
+Each backend gets one freshly migrated database per test session; tables are emptied between
+tests. ``METAGOV_TEST_BACKENDS`` (default ``sqlite,postgresql``) picks the backends; PostgreSQL is
+expected at ``METAGOV_TEST_PG_URL`` and its absence is an error, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from metagov.app import create_app
+from metagov.config import Settings
+from metagov.crypto import generate_key
+from metagov.db import migrate
+from metagov.db.base import Base
+from metagov.db.engine import create_engine
+from metagov.plugins.registry import PluginRegistry
+from metagov.runtime import Runtime
+from metagov.services import drivers
+from tests.fakes import FAKE_PLUGINS
+
+PG_URL = os.environ.get("METAGOV_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+BACKENDS = [
+    b.strip() for b in os.environ.get("METAGOV_TEST_BACKENDS", "sqlite,postgresql").split(",")
+]
+TEST_SECRET_KEY = generate_key()
+
+
+def _create_pg_database() -> str:
+    """A new, empty PostgreSQL database for this test session; returns its URL."""
+    import asyncpg
+
+    name = f"metagov_test_{uuid.uuid4().hex[:10]}"
+    admin = make_url(PG_URL)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(
+            host=admin.host, port=admin.port, user=admin.username, database=admin.database
+        )
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(url: str) -> None:
+    import asyncpg
+
+    admin = make_url(PG_URL)
+    name = make_url(url).database
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(
+            host=admin.host, port=admin.port, user=admin.username, database=admin.database
+        )
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def database_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One migrated database per backend, for the whole test session."""
+    urls: dict[str, str] = {}
+    if "sqlite" in BACKENDS:
+        path = tmp_path_factory.mktemp("db") / "metagov.db"
+        urls["sqlite"] = f"sqlite+aiosqlite:///{path}"
+    if "postgresql" in BACKENDS:
+        urls["postgresql"] = _create_pg_database()
+    for url in urls.values():
+        asyncio.run(migrate.upgrade(url))
+    yield urls
+    if "postgresql" in urls:
+        _drop_pg_database(urls["postgresql"])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def _empty_tables(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                await conn.execute(table.delete())
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def database_url(backend: str, database_urls: dict[str, str]) -> AsyncIterator[str]:
+    url = database_urls[backend]
+    await _empty_tables(url)
+    yield url
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "auto_migrate": False,
+        "scheduler_enabled": False,
+        "secret_keys": TEST_SECRET_KEY,
+        "driver_api_key": None,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+def make_registry() -> PluginRegistry:
+    registry = PluginRegistry.discover()
+    for plugin_cls in FAKE_PLUGINS:
+        registry.add(plugin_cls, source="tests")
+    return registry
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, make_registry())
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def runtime(app: FastAPI) -> Runtime:
+    rt: Runtime = app.state.runtime
+    return rt
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@dataclass
+class DriverKey:
+    name: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def to(self, community: str) -> dict[str, str]:
+        """Headers for a community-scoped request."""
+        return {**self.headers, "X-Metagov-Community": community}
+
+
+async def make_driver(runtime: Runtime, name: str) -> DriverKey:
+    async with runtime.sessions() as session, session.begin():
+        _, key = await drivers.create_driver(session, name)
+    return DriverKey(name, key)
+
+
+@pytest.fixture
+async def alice(runtime: Runtime) -> DriverKey:
+    return await make_driver(runtime, "alice")
+
+
+@pytest.fixture
+async def bob(runtime: Runtime) -> DriverKey:
+    return await make_driver(runtime, "bob")
+
+
+async def make_community(
+    client: httpx.AsyncClient,
+    driver: DriverKey,
+    slug: str = "commons",
+    plugins: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    response = await client.post(
+        "/api/internal/community",
+        json={"slug": slug, "readable_name": slug.title(), "plugins": plugins or []},
+        headers=driver.headers,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+RANDOMNESS = {"name": "randomness", "config": {"default_low": 1, "default_high": 6}}
+
+
+@pytest.fixture
+async def community(client: httpx.AsyncClient, alice: DriverKey) -> dict[str, Any]:
+    """Alice's community ``commons`` with randomness enabled."""
+    return await make_community(client, alice, "commons", [RANDOMNESS])
+
+
+async def count_rows(runtime: Runtime, table: str) -> int:
+    async with runtime.engine.connect() as conn:
+        return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())  # noqa: S608
