@@ -39,7 +39,7 @@ BACKENDS = [
 TEST_SECRET_KEY = generate_key()
 
 
-def _create_pg_database() -> str:
+def create_pg_database() -> str:
     """A new, empty PostgreSQL database for this test session; returns its URL."""
     import asyncpg
 
@@ -59,7 +59,7 @@ def _create_pg_database() -> str:
     return admin.set(database=name).render_as_string(hide_password=False)
 
 
-def _drop_pg_database(url: str) -> None:
+def drop_pg_database(url: str) -> None:
     import asyncpg
 
     admin = make_url(PG_URL)
@@ -85,12 +85,12 @@ def database_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         path = tmp_path_factory.mktemp("db") / "metagov.db"
         urls["sqlite"] = f"sqlite+aiosqlite:///{path}"
     if "postgresql" in BACKENDS:
-        urls["postgresql"] = _create_pg_database()
+        urls["postgresql"] = create_pg_database()
     for url in urls.values():
         asyncio.run(migrate.upgrade(url))
     yield urls
     if "postgresql" in urls:
-        _drop_pg_database(urls["postgresql"])
+        drop_pg_database(urls["postgresql"])
 
 
 @pytest.fixture(params=BACKENDS)

@@ -84,6 +84,8 @@ class Approval(GovernanceProcess[EchoConfig, ApprovalParams, ApprovalOutcome]):
         ctx.process_state.set("last", ctx.outcome.model_dump() if ctx.outcome else None)
 
     async def close(self, ctx: ProcessContext[EchoConfig, ApprovalOutcome]) -> None:
+        if ctx.parameters["question"] == "explode":
+            raise RuntimeError("platform went away")
         last = ctx.process_state.get("last", {"approvals": 0})
         ctx.complete(ApprovalOutcome(approvals=last["approvals"], closed_by="driver"))
 

@@ -22,6 +22,9 @@ class InProcessScheduler:
         self.runtime = runtime
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._pass_done = asyncio.Condition()
+        self._running = False
+        self.passes = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="metagov-scheduler")
@@ -29,6 +32,13 @@ class InProcessScheduler:
     def poke(self) -> None:
         """Run a pass now instead of at the next interval."""
         self._wake.set()
+
+    async def next_pass(self) -> None:
+        """Wait until a whole pass that started after this call has finished."""
+        async with self._pass_done:
+            target = self.passes + (2 if self._running else 1)
+            self.poke()
+            await self._pass_done.wait_for(lambda: self.passes >= target)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -40,10 +50,15 @@ class InProcessScheduler:
     async def _loop(self) -> None:
         interval = self.runtime.settings.scheduler_interval_seconds
         while True:
+            self._running = True
             try:
                 await run_due_processes(self.runtime)
             except Exception:
                 log.exception("scheduler pass failed")
+            async with self._pass_done:
+                self._running = False
+                self.passes += 1
+                self._pass_done.notify_all()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
             self._wake.clear()

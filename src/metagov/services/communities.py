@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.db.models import Community, Driver, PluginInstance
-from metagov.errors import Conflict, NotFound
+from metagov.errors import Conflict, FieldError, InvalidInput, NotFound
 from metagov.runtime import Runtime
 from metagov.services import plugins as plugin_service
 
@@ -64,8 +64,15 @@ async def _enable_all(
     plugins: Sequence[tuple[str, Mapping[str, Any]]],
 ) -> set[int]:
     """Enable or re-configure each listed plugin; returns the ids of the instances listed."""
-    for name, _ in plugins:
-        runtime.registry.get(name)  # unknown names fail before anything is written
+    unknown = [
+        FieldError(
+            loc=["body", "plugins", i, "name"], msg=f"unknown plugin {name!r}", type="value_error"
+        )
+        for i, (name, _) in enumerate(plugins)
+        if name not in runtime.registry.plugins
+    ]
+    if unknown:
+        raise InvalidInput(unknown)
     listed: set[int] = set()
     for index, (name, config) in enumerate(plugins):
         spec = runtime.registry.get(name)

@@ -1,0 +1,79 @@
+"""The ``metagov`` command line, run as a user would, against a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from metagov.cli import app
+from metagov.crypto import generate_key
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.chdir(tmp_path)
+    values = {
+        "METAGOV_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db",
+        "METAGOV_SECRET_KEYS": generate_key(),
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_db_upgrade_and_check(env: dict[str, str]) -> None:
+    code, out = run("db", "check")
+    assert code == 1
+    assert "metagov db upgrade" in out
+    assert run("db", "upgrade")[0] == 0
+    code, out = run("db", "check")
+    assert code == 0
+    assert "up to date" in out
+
+
+def test_drivers_create_list_revoke(env: dict[str, str]) -> None:
+    run("db", "upgrade")
+    code, out = run("drivers", "create", "policykit", "--event-url", "https://pk.example/events")
+    assert code == 0
+    key = out.strip().splitlines()[-1]
+    assert key.startswith("mgk_")
+    assert run("drivers", "create", "policykit")[0] == 1
+
+    code, out = run("drivers", "list")
+    assert code == 0
+    assert "policykit\tactive\thttps://pk.example/events" in out
+    assert key not in out
+
+    assert run("drivers", "revoke", "policykit")[0] == 0
+    assert "revoked" in run("drivers", "list")[1]
+    assert run("drivers", "revoke", "nobody")[0] == 1
+
+
+def test_plugins_list_and_keys(env: dict[str, str]) -> None:
+    code, out = run("plugins", "list")
+    assert code == 0
+    assert out.startswith("randomness\tactions: ")
+    code, out = run("keys", "generate")
+    assert code == 0 and len(out.strip()) == 44
+    run("db", "upgrade")
+    code, out = run("keys", "rotate")
+    assert code == 0
+    assert "0 plugin instance(s)" in out
+
+
+def test_bad_settings_are_reported_not_raised(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METAGOV_SECRET_KEYS", "not-a-key")
+    code, out = run("db", "check")
+    assert code == 2
+    assert "not a Fernet key" in out
