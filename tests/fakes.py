@@ -77,17 +77,15 @@ class Approval(GovernanceProcess[EchoConfig, ApprovalParams, ApprovalOutcome]):
         ctx.set_outcome(ApprovalOutcome(approvals=0))
 
     async def update(self, ctx: ProcessContext[EchoConfig, ApprovalOutcome]) -> None:
-        current = ctx.outcome or ApprovalOutcome.model_validate(
-            ctx.process_state.get("last", {"approvals": 0})
-        )
-        ctx.set_outcome(ApprovalOutcome(approvals=current.approvals + 1))
-        ctx.process_state.set("last", ctx.outcome.model_dump() if ctx.outcome else None)
+        approvals = ctx.outcome.approvals if ctx.outcome else 0
+        ctx.set_outcome(ApprovalOutcome(approvals=approvals + 1))
+        ctx.process_state.set("ticks", ctx.process_state.get("ticks", 0) + 1)
 
     async def close(self, ctx: ProcessContext[EchoConfig, ApprovalOutcome]) -> None:
         if ctx.parameters["question"] == "explode":
             raise RuntimeError("platform went away")
-        last = ctx.process_state.get("last", {"approvals": 0})
-        ctx.complete(ApprovalOutcome(approvals=last["approvals"], closed_by="driver"))
+        approvals = ctx.outcome.approvals if ctx.outcome else 0
+        ctx.complete(ApprovalOutcome(approvals=approvals, closed_by="driver"))
 
 
 class PlatformPoll(GovernanceProcess[EchoConfig, Empty, Counter]):

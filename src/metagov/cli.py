@@ -97,8 +97,17 @@ def _with_session(work: Callable[..., Awaitable[T]]) -> T:
     settings = _settings()
 
     async def go() -> T:
+        from metagov.db import migrate
+
         engine = create_engine(settings.database_url)
         try:
+            if not await migrate.schema_is_current(engine):
+                typer.secho(
+                    "the database schema is missing or old: run `metagov db upgrade` first",
+                    fg=typer.colors.RED,
+                    err=True,
+                )
+                raise typer.Exit(1)
             async with create_session_factory(engine)() as session, session.begin():
                 return await work(session)
         finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from metagov.config import Settings
 from metagov.crypto import SecretBox
 from metagov.db.engine import SessionFactory, create_engine, create_session_factory
+from metagov.jobs.queue import JobQueue, NullQueue
 from metagov.plugins.registry import PluginRegistry
 
 
@@ -27,6 +28,8 @@ class Runtime:
     registry: PluginRegistry
     secrets: SecretBox
     http: httpx.AsyncClient
+    # Replaced by the app or the worker with the queue of their mode.
+    queue: JobQueue = field(default_factory=NullQueue)
 
     @classmethod
     @asynccontextmanager

@@ -22,9 +22,7 @@ async def _out(session: AsyncSession, runtime: Runtime, community: Community) ->
     return CommunityOut(
         slug=community.slug,
         readable_name=community.readable_name,
-        plugins=[
-            PluginOut.build(i, community, runtime.registry.plugins.get(i.name)) for i in instances
-        ],
+        plugins=[PluginOut.build(runtime, i, community) for i in instances],
         created_at=community.created_at,
     )
 

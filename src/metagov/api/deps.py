@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.db.models import Community, Driver
 from metagov.errors import BadRequest, Unauthorized
+from metagov.jobs.queue import ring
 from metagov.runtime import Runtime
 from metagov.services import communities, drivers
 
@@ -27,9 +28,12 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the route returns, rolled back if it raises,
-    and in both cases before the response is sent, so a 2xx always means "stored"."""
-    async with runtime.sessions() as session, session.begin():
-        yield session
+    and in both cases before the response is sent, so a 2xx always means "stored". Jobs rung
+    during the request are enqueued after the commit."""
+    async with runtime.sessions() as session:
+        async with session.begin():
+            yield session
+        await ring(runtime, session)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

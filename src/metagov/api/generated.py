@@ -80,7 +80,7 @@ def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
         )
         if not created:
             response.status_code = status.HTTP_200_OK
-        return PluginOut.build(instance, community, spec)
+        return PluginOut.build(runtime, instance, community)
 
     @router.put(
         f"/api/internal/plugin/{spec.name}/{{instance_id}}",
@@ -100,7 +100,7 @@ def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
         await plugin_service.reconfigure_instance(
             session, runtime, community, spec, instance, _without_missing_secrets(config, spec)
         )
-        return PluginOut.build(instance, community, spec)
+        return PluginOut.build(runtime, instance, community)
 
 
 def _without_missing_secrets(config: BaseModel, spec: PluginSpec) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> 
     path = f"/api/internal/process/{full}"
 
     def record(process: Any, community: Any) -> ProcessRecord:
-        return record_model.model_validate(ProcessRecord.build(process, community).model_dump())
+        return record_model.build(process, community)
 
     @router.post(
         path,

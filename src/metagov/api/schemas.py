@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
 
 from metagov.db.models import Community, PluginInstance, Process
-from metagov.plugins.registry import PluginSpec
+from metagov.runtime import Runtime
+from metagov.services import events
+from metagov.services import plugins as plugin_service
 
 Slug = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", min_length=1, max_length=64)
@@ -53,9 +55,8 @@ class PluginOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def build(
-        cls, instance: PluginInstance, community: Community, spec: PluginSpec | None
-    ) -> PluginOut:
+    def build(cls, runtime: Runtime, instance: PluginInstance, community: Community) -> PluginOut:
+        spec = runtime.registry.plugins.get(instance.name)
         return cls(
             id=instance.id,
             name=instance.name,
@@ -63,7 +64,7 @@ class PluginOut(BaseModel):
             community_platform_id=instance.community_platform_id or None,
             auth_type=spec.auth_type.value if spec else "none",
             config=instance.config,
-            secrets_set=sorted(spec.secret_fields) if spec and instance.secrets else [],
+            secrets_set=plugin_service.secrets_set(runtime, instance),
             created_at=instance.created_at,
             updated_at=instance.updated_at,
         )
@@ -93,18 +94,7 @@ class ProcessRecord(BaseModel):
 
     @classmethod
     def build(cls, process: Process, community: Community) -> ProcessRecord:
-        return cls(
-            id=process.id,
-            name=process.full_name,
-            community=community.slug,
-            status=process.status,
-            url=process.url,
-            outcome=process.outcome,
-            errors=process.errors,
-            closing_at=process.closing_at,
-            created_at=process.created_at,
-            updated_at=process.updated_at,
-        )
+        return cls.model_validate(events.process_record(process, community.slug))
 
 
 class ProcessStart(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from metagov.db.base import Base, utcnow
@@ -16,11 +16,19 @@ class Driver(Base):
     is stored) and owns the communities it creates."""
 
     __tablename__ = "drivers"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     event_url: Mapped[str | None] = mapped_column(Text)
+    # Standard Webhooks signing secrets, encrypted like plugin secrets. During a rotation the
+    # previous secret keeps signing too, until ``previous_secret_expires_at``.
+    webhook_secret: Mapped[str | None] = mapped_column(Text, default=None)
+    previous_webhook_secret: Mapped[str | None] = mapped_column(Text, default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set when the endpoint answered 410 Gone: nothing is sent until the Driver re-enables it.
+    endpoint_disabled_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -29,11 +37,17 @@ class Community(Base):
     """The tenant: one online community, owned by one Driver."""
 
     __tablename__ = "communities"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     readable_name: Mapped[str] = mapped_column(String(200), default="")
     driver_id: Mapped[int] = mapped_column(ForeignKey("drivers.id"), index=True)
+    # Counter behind ``Event.seq``; incremented under the row lock, so events of one community
+    # are numbered in commit order.
+    last_event_seq: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Event types the Driver wants delivered (glob patterns); null means all.
+    subscribed_event_types: Mapped[list[Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -55,7 +69,10 @@ class PluginInstance(Base):
     """
 
     __tablename__ = "plugin_instances"
-    __table_args__ = (UniqueConstraint("community_id", "name", "community_platform_id"),)
+    __table_args__ = (
+        UniqueConstraint("community_id", "name", "community_platform_id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"))
@@ -82,6 +99,7 @@ class Process(Base):
         Index("ix_processes_status_closing_at", "status", "closing_at"),
         Index("ix_processes_status_next_update_at", "status", "next_update_at"),
         Index("ix_processes_community_id_status", "community_id", "status"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -110,15 +128,99 @@ class Process(Base):
 
 
 class Event(Base):
-    """Something that happened on a platform, for the Driver to hear about."""
+    """Something a Driver should hear about: a platform event or a process update.
+
+    ``seq`` numbers a community's events in commit order; deliveries follow it.
+    """
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_community_id_id", "community_id", "id"),)
+    __table_args__ = (UniqueConstraint("community_id", "seq"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"))
+    seq: Mapped[int]
     source: Mapped[str] = mapped_column(String(64))
     event_type: Mapped[str] = mapped_column(String(200))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     initiator: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    process_id: Mapped[int | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    """One event on its way to one endpoint (the Driver's event URL, or a process callback).
+
+    Deliveries of one ``partition`` (community and endpoint) go out in ``seq`` order, one at a
+    time; ``lease_until`` marks the one being attempted, so a crashed worker's attempt is retried
+    once the lease runs out.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_partition_status_seq", "partition", "status", "seq"),
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"))
+    driver_id: Mapped[int | None] = mapped_column(ForeignKey("drivers.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text)
+    partition: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_status_code: Mapped[int | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class InboundWebhook(Base):
+    """A verified webhook from a platform, stored before it is acknowledged (the inbox).
+
+    ``dedupe_key`` is unique per plugin: the platform's delivery id, scoped to the instance or
+    platform tenant, so a redelivered webhook is stored once and handled once.
+    """
+
+    __tablename__ = "inbound_webhooks"
+    __table_args__ = (
+        UniqueConstraint("plugin_name", "dedupe_key"),
+        Index("ix_inbound_webhooks_status_next_attempt_at", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plugin_name: Mapped[str] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(300))
+    community_id: Mapped[int | None] = mapped_column(
+        ForeignKey("communities.id", ondelete="CASCADE"), default=None
+    )
+    plugin_instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("plugin_instances.id", ondelete="SET NULL"), default=None
+    )
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    handled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class TaskSchedule(Base):
+    """When a plugin's periodic task next runs for one instance."""
+
+    __tablename__ = "task_schedules"
+
+    plugin_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("plugin_instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    next_run_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -180,10 +180,10 @@ class PluginContext(Generic[ConfigT]):
 class ProcessContext(PluginContext[ConfigT], Generic[ConfigT, OutcomeT]):
     """A :class:`PluginContext` plus the handle on one governance process.
 
-    Hooks change the process through this object: ``url``, ``closing_at`` and ``next_update_in``
-    are plain attributes; ``set_outcome``, ``complete`` and ``fail`` record the result. The core
-    applies the changes after the hook returns, through the one place that checks status
-    transitions.
+    Hooks change the process through this object: ``url`` and ``closing_at`` are plain
+    attributes; ``outcome`` holds the outcome recorded so far; ``set_outcome``, ``complete`` and
+    ``fail`` record the result. The core applies the changes after the hook returns, through the
+    one place that checks status transitions.
     """
 
     process_id: int = 0

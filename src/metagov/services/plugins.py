@@ -13,12 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.crypto import SecretBox
-from metagov.db.models import Community, Event, PluginInstance, Process
+from metagov.db.models import Community, PluginInstance, Process
 from metagov.errors import AmbiguousPlugin, Conflict, InvalidInput, NotFound
 from metagov.plugins.registry import PluginSpec
 from metagov.plugins.sdk import PluginContext, State
 from metagov.runtime import Runtime
-from metagov.services import lifecycle
+from metagov.services import events, lifecycle
 
 log = logging.getLogger("metagov.plugins")
 
@@ -61,12 +61,25 @@ def validate_config(
     return ValidatedConfig(model, public, secrets, pid)
 
 
+def _platform_id_of(spec: PluginSpec, raw: Mapping[str, Any]) -> str:
+    """The platform id a raw (not yet validated) config names, to find its instance."""
+    if not spec.community_platform_id_field:
+        return ""
+    value = raw.get(spec.community_platform_id_field)
+    return "" if value is None else str(_reveal(value))
+
+
 def _reveal(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, SecretBytes):
         return value.get_secret_value().decode()
     return value
+
+
+def secrets_set(runtime: Runtime, instance: PluginInstance) -> list[str]:
+    """Names of the secret fields that hold a value (the values themselves are never shown)."""
+    return sorted(k for k, v in stored_secrets(runtime, instance).items() if v is not None)
 
 
 def stored_secrets(runtime: Runtime, instance: PluginInstance) -> dict[str, Any]:
@@ -111,14 +124,13 @@ async def save_effects(
         await session.refresh(instance, ["state"], with_for_update=True)
         instance.state = ctx.state.apply_to(instance.state)
     for emitted in ctx.emitted:
-        session.add(
-            Event(
-                community_id=instance.community_id,
-                source=ctx.plugin_name,
-                event_type=emitted.event_type,
-                data=emitted.data,
-                initiator=emitted.initiator,
-            )
+        await events.record_event(
+            session,
+            instance.community_id,
+            source=ctx.plugin_name,
+            event_type=emitted.event_type,
+            data=emitted.data,
+            initiator=emitted.initiator,
         )
     ctx.emitted.clear()
 
@@ -192,21 +204,22 @@ async def enable_plugin(
     *,
     loc: Sequence[str | int] = ("body",),
 ) -> tuple[PluginInstance, bool]:
-    """Enable ``spec`` in ``community``, or re-configure the instance with the same platform id.
+    """Enable ``spec`` in ``community``, or re-configure the instance with the same platform id
+    (secrets left out of ``raw_config`` then keep their stored value).
 
     Returns the instance and whether it was created.
     """
-    candidate = validate_config(spec, raw_config, loc=loc)
     existing = await session.scalar(
         select(PluginInstance).where(
             PluginInstance.community_id == community.id,
             PluginInstance.name == spec.name,
-            PluginInstance.community_platform_id == candidate.community_platform_id,
+            PluginInstance.community_platform_id == _platform_id_of(spec, raw_config),
         )
     )
     if existing is not None:
         await reconfigure_instance(session, runtime, community, spec, existing, raw_config, loc=loc)
         return existing, False
+    candidate = validate_config(spec, raw_config, loc=loc)
     instance = PluginInstance(
         community_id=community.id,
         name=spec.name,
@@ -278,9 +291,11 @@ async def disable_instance(session: AsyncSession, instance: PluginInstance) -> N
             Process.status.in_(lifecycle.OPEN_STATUSES),
         )
     )
+    community = await session.get_one(Community, instance.community_id)
     for process in open_processes:
         lifecycle.transition(process, lifecycle.ProcessStatus.CANCELLED)
         process.errors = [*process.errors, {"message": "the plugin was disabled"}]
+        await events.record_process_event(session, community, process)
     await session.delete(instance)
     await session.flush()
 

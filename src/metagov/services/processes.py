@@ -24,7 +24,7 @@ from metagov.errors import Conflict, NotFound
 from metagov.plugins.registry import PluginSpec, ProcessSpec
 from metagov.plugins.sdk import ProcessContext, State
 from metagov.runtime import Runtime
-from metagov.services import lifecycle
+from metagov.services import events, lifecycle
 from metagov.services.lifecycle import ProcessStatus
 from metagov.services.plugins import build_context, resolve_instance, save_effects
 
@@ -38,6 +38,7 @@ class PluginContractError(Exception):
 def _context(
     runtime: Runtime,
     spec: PluginSpec,
+    pspec: ProcessSpec,
     community: Community,
     instance: PluginInstance,
     process: Process,
@@ -57,17 +58,22 @@ def _context(
         process_state=State(process.state),
         url=process.url,
         closing_at=process.closing_at,
+        outcome=pspec.outcome_model.model_validate(process.outcome) if process.outcome else None,
     )
 
 
-def _apply(
+async def _apply(
+    session: AsyncSession,
+    community: Community,
     process: Process,
     pspec: ProcessSpec,
     ctx: ProcessContext[Any, Any],
     *,
     default: ProcessStatus | None,
 ) -> None:
-    """Copy what a hook recorded on ``ctx`` onto the row, changing status through the rules."""
+    """Copy what a hook recorded on ``ctx`` onto the row, changing status through the rules,
+    and record a process event if the outcome changed or the process ended."""
+    before = (process.status, process.outcome)
     process.url = ctx.url
     process.closing_at = ctx.closing_at
     if ctx.outcome is not None:
@@ -85,6 +91,10 @@ def _apply(
     interval = pspec.handler.update_interval
     if process.status == ProcessStatus.PENDING and interval is not None:
         process.next_update_at = utcnow() + interval
+    ended = process.status != before[0] and not lifecycle.is_open(process)
+    started = before[0] == ProcessStatus.CREATED
+    if ended or (process.outcome != before[1] and not started):
+        await events.record_process_event(session, community, process)
 
 
 def _outcome_json(pspec: ProcessSpec, outcome: Any) -> dict[str, Any]:
@@ -126,9 +136,9 @@ async def start_process(
     )
     session.add(process)
     await session.flush()
-    ctx = _context(runtime, spec, community, instance, process)
+    ctx = _context(runtime, spec, pspec, community, instance, process)
     await pspec.handler.start(ctx, params)
-    _apply(process, pspec, ctx, default=ProcessStatus.PENDING)
+    await _apply(session, community, process, pspec, ctx, default=ProcessStatus.PENDING)
     await save_effects(session, instance, ctx)
     await session.flush()
     return process
@@ -198,9 +208,9 @@ async def close_process(
     if not pspec.closable:
         raise Conflict(f"{process.full_name} cannot be closed early; it ends on the platform")
     instance = await _instance_of(session, process)
-    ctx = _context(runtime, spec, community, instance, process)
+    ctx = _context(runtime, spec, pspec, community, instance, process)
     await pspec.handler.close(ctx)
-    _apply(process, pspec, ctx, default=ProcessStatus.COMPLETED)
+    await _apply(session, community, process, pspec, ctx, default=ProcessStatus.COMPLETED)
     await save_effects(session, instance, ctx)
     await session.flush()
     return process
@@ -213,9 +223,9 @@ async def update_process(
     spec = runtime.registry.get(process.plugin_name)
     pspec = spec.process(process.name)
     instance = await _instance_of(session, process)
-    ctx = _context(runtime, spec, community, instance, process)
+    ctx = _context(runtime, spec, pspec, community, instance, process)
     await pspec.handler.update(ctx)
-    _apply(process, pspec, ctx, default=None)
+    await _apply(session, community, process, pspec, ctx, default=None)
     await save_effects(session, instance, ctx)
     await session.flush()
     return process

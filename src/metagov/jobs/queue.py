@@ -1,0 +1,134 @@
+"""Job queues. A job is only a doorbell: its arguments are ids, and the job reads what to do
+from the database. Losing one (Redis flushed, worker killed) delays work until the next sweep;
+running one twice does nothing the second time.
+
+Doorbells rung inside a unit of work are sent only after it commits, so a worker never looks for
+a row that is not there yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+if TYPE_CHECKING:
+    from metagov.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+JobArg = int | str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A named job with id arguments. ``key`` de-duplicates: while a job with the same key is
+    queued, ringing again adds nothing."""
+
+    name: str
+    args: tuple[JobArg, ...]
+    key: str
+
+    @classmethod
+    def of(cls, name: str, *args: JobArg, key: str | None = None) -> Job:
+        return cls(name, args, key or ":".join([name, *map(str, args)]))
+
+
+class JobQueue(Protocol):
+    async def enqueue(self, job: Job) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class NullQueue:
+    """For processes that never run jobs (the CLI): the sweep of a running gateway picks up."""
+
+    async def enqueue(self, job: Job) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+JobFunction = Callable[..., Awaitable[Any]]
+
+
+class LocalQueue:
+    """Runs jobs as asyncio tasks in this process (the embedded mode).
+
+    One task per job name and arguments at a time; a doorbell rung while that task runs makes it
+    run once more when it finishes, so nothing rung is missed.
+    """
+
+    def __init__(self, runtime: Runtime, functions: dict[str, JobFunction]) -> None:
+        self._runtime = runtime
+        self._functions = functions
+        self._running: dict[tuple[str, tuple[JobArg, ...]], asyncio.Task[None]] = {}
+        self._again: set[tuple[str, tuple[JobArg, ...]]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def enqueue(self, job: Job) -> None:
+        slot = (job.name, job.args)
+        if slot in self._running:
+            self._again.add(slot)
+            return
+        self._idle.clear()
+        self._running[slot] = asyncio.create_task(self._run(slot), name=f"job {job.key}")
+
+    async def _run(self, slot: tuple[str, tuple[JobArg, ...]]) -> None:
+        name, args = slot
+        try:
+            while True:
+                self._again.discard(slot)
+                try:
+                    await self._functions[name](self._runtime, *args)
+                except Exception:
+                    log.exception("job %s%s failed", name, args)
+                if slot not in self._again:
+                    break
+        finally:
+            self._running.pop(slot, None)
+            if not self._running:
+                self._idle.set()
+
+    async def join(self) -> None:
+        """Wait until no job is running (tests and graceful shutdown)."""
+        while self._running:
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        self._running.clear()
+
+
+def ring_after_commit(session: AsyncSession, job: Job) -> None:
+    """Send ``job`` once the session's transaction commits (never if it rolls back)."""
+    session.info.setdefault("doorbells", {})[job.key] = job
+
+
+async def ring(runtime: Runtime, session: AsyncSession) -> None:
+    """Send the doorbells of a committed session. A failure to reach the queue is only logged:
+    the rows are committed, and the sweep will find them."""
+    jobs: dict[str, Job] = session.info.pop("doorbells", {})
+    for job in jobs.values():
+        try:
+            await runtime.queue.enqueue(job)
+        except Exception as exc:
+            log.warning("could not enqueue %s (the sweep will retry): %s", job.key, exc)
+
+
+@asynccontextmanager
+async def unit_of_work(runtime: Runtime) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction that commits on exit, then rings its doorbells."""
+    async with runtime.sessions() as session:
+        async with session.begin():
+            yield session
+        await ring(runtime, session)

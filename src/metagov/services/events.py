@@ -1,0 +1,172 @@
+"""Events for Drivers: recording them (the outbox), subscriptions, and reading them back.
+
+An event and its deliveries are written in the same transaction as the change that caused it, so
+a Driver hears about exactly the changes that were committed. Each community numbers its events
+(``seq``) under a row lock on the community, so numbers follow commit order and deliveries can
+keep that order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from metagov.db.models import Community, Delivery, Driver, Event, Process
+from metagov.jobs.queue import Job, ring_after_commit
+
+PROCESS_EVENT_SOURCE_PREFIX = "process."
+
+
+def partition_of(community_id: int, url: str) -> str:
+    """Deliveries to one endpoint about one community keep their order within this key."""
+    return hashlib.sha256(f"{community_id}|{url}".encode()).hexdigest()[:32]
+
+
+def deliver_job(partition: str, seq: int) -> Job:
+    # The key names the head's seq, so each new event rings once and a later one is not
+    # swallowed by a job that is already finishing.
+    return Job.of("deliver", partition, key=f"deliver:{partition}:{seq}")
+
+
+def subscribed(patterns: Sequence[str] | None, event_type: str) -> bool:
+    return patterns is None or any(fnmatchcase(event_type, p) for p in patterns)
+
+
+async def record_event(
+    session: AsyncSession,
+    community_id: int,
+    *,
+    source: str,
+    event_type: str,
+    data: dict[str, Any],
+    initiator: dict[str, Any] | None = None,
+    process: Process | None = None,
+) -> Event:
+    """Store an event and a delivery for each endpoint that should receive it."""
+    seq, driver_id, patterns = (
+        await session.execute(
+            update(Community)
+            .where(Community.id == community_id)
+            .values(last_event_seq=Community.last_event_seq + 1)
+            .returning(
+                Community.last_event_seq, Community.driver_id, Community.subscribed_event_types
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).one()
+    event = Event(
+        community_id=community_id,
+        seq=seq,
+        source=source,
+        event_type=event_type,
+        data=data,
+        initiator=initiator,
+        process_id=process.id if process is not None else None,
+    )
+    session.add(event)
+    await session.flush()
+
+    driver = await session.get_one(Driver, driver_id)
+    targets: list[tuple[str, str]] = []
+    if driver.event_url and driver.revoked_at is None and subscribed(patterns, event_type):
+        targets.append(("driver", driver.event_url))
+    if process is not None and process.callback_url:
+        targets.append(("callback", process.callback_url))
+    for target, url in targets:
+        partition = partition_of(community_id, url)
+        session.add(
+            Delivery(
+                event_id=event.id,
+                community_id=community_id,
+                driver_id=driver_id,
+                target=target,
+                url=url,
+                partition=partition,
+                seq=seq,
+            )
+        )
+        ring_after_commit(session, deliver_job(partition, seq))
+    return event
+
+
+def process_record(process: Process, community_slug: str) -> dict[str, Any]:
+    """A process as Drivers see it, in API responses and in process events."""
+    return {
+        "id": process.id,
+        "name": process.full_name,
+        "community": community_slug,
+        "status": process.status,
+        "url": process.url,
+        "outcome": process.outcome,
+        "errors": process.errors,
+        "closing_at": process.closing_at.isoformat() if process.closing_at else None,
+        "created_at": process.created_at.isoformat(),
+        "updated_at": process.updated_at.isoformat(),
+    }
+
+
+async def record_process_event(
+    session: AsyncSession, community: Community, process: Process
+) -> Event:
+    """Tell the Driver (and the process's callback URL) that a process changed.
+
+    The type says what happened: ``process.completed``, ``process.failed``,
+    ``process.cancelled``, or ``process.updated`` when only the outcome changed.
+    """
+    status = process.status if process.status in ("completed", "failed", "cancelled") else "updated"
+    return await record_event(
+        session,
+        community.id,
+        source=process.plugin_name,
+        event_type=f"process.{status}",
+        data=process_record(process, community.slug),
+        process=process,
+    )
+
+
+def envelope(event: Event, community_slug: str) -> dict[str, Any]:
+    """The JSON a Driver receives; field names are those of the original Metagov."""
+    return {
+        "id": f"evt_{event.id}",
+        "community": community_slug,
+        "source": event.source,
+        "event_type": event.event_type,
+        "timestamp": str(event.created_at.timestamp()),
+        "data": event.data,
+        "initiator": event.initiator,
+        "seq": event.seq,
+    }
+
+
+async def list_events(
+    session: AsyncSession,
+    driver: Driver,
+    *,
+    community: Community | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The Driver's events with an id greater than ``after``, oldest first."""
+    query = (
+        select(Event, Community.slug)
+        .join(Community, Community.id == Event.community_id)
+        .where(Community.driver_id == driver.id, Event.id > after)
+        .order_by(Event.id)
+        .limit(limit)
+    )
+    if community is not None:
+        query = query.where(Event.community_id == community.id)
+    rows = (await session.execute(query)).all()
+    return [{"event_id": event.id, **envelope(event, slug)} for event, slug in rows]
+
+
+async def set_subscriptions(
+    session: AsyncSession, community: Community, patterns: list[str] | None
+) -> None:
+    community.subscribed_event_types = patterns
+    await session.flush()
