@@ -119,7 +119,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "auto_migrate": False,
-        "scheduler_enabled": False,
+        "jobs_in_process": False,
         "secret_keys": TEST_SECRET_KEY,
         "driver_api_key": None,
         **overrides,
@@ -163,6 +163,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 class DriverKey:
     name: str
     key: str
+    webhook_secret: str
 
     @property
     def headers(self) -> dict[str, str]:
@@ -175,8 +176,8 @@ class DriverKey:
 
 async def make_driver(runtime: Runtime, name: str) -> DriverKey:
     async with runtime.sessions() as session, session.begin():
-        _, key = await drivers.create_driver(session, name)
-    return DriverKey(name, key)
+        new = await drivers.create_driver(session, runtime.secrets, name)
+    return DriverKey(name, new.api_key, new.webhook_secret)
 
 
 @pytest.fixture

@@ -44,8 +44,9 @@ def test_drivers_create_list_revoke(env: dict[str, str]) -> None:
     run("db", "upgrade")
     code, out = run("drivers", "create", "policykit", "--event-url", "https://pk.example/events")
     assert code == 0
-    key = out.strip().splitlines()[-1]
+    key = out.split("API key (Authorization: Bearer ...): ")[1].split()[0]
     assert key.startswith("mgk_")
+    assert "Event signing secret (Standard Webhooks): whsec_" in out
     assert run("drivers", "create", "policykit")[0] == 1
 
     code, out = run("drivers", "list")

@@ -220,9 +220,9 @@ async def test_deadline_survives_a_restart(settings: Settings) -> None:
         location = (await start_vote(client, driver, delay_seconds=0)).headers["Location"]
 
     # A new gateway on the same database, scheduler on, finishes the vote by itself.
-    second = create_app(make_settings(url, scheduler_enabled=True), make_registry())
+    second = create_app(make_settings(url, jobs_in_process=True), make_registry())
     async with second.router.lifespan_context(second), _client(second) as client:
-        await second.state.scheduler.next_pass()
+        await second.state.runner.next_pass()
         record = await client.get(location, headers=driver.to("commons"))
         assert record.json()["status"] == "completed"
 

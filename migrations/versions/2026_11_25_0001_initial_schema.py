@@ -3,7 +3,7 @@ deliveries (the outbox), inbound webhooks (the inbox), periodic task schedules.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 22:03:37.095137
+Create Date: 2026-11-25 22:07:01.120106
 """
 
 from collections.abc import Sequence
@@ -185,6 +185,7 @@ def upgrade() -> None:
         sa.Column("dedupe_key", sa.String(length=300), nullable=False),
         sa.Column("community_id", sa.Integer(), nullable=True),
         sa.Column("plugin_instance_id", sa.Integer(), nullable=True),
+        sa.Column("community_platform_id", sa.String(length=200), nullable=True),
         sa.Column(
             "headers",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),

@@ -9,14 +9,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from metagov import __version__
-from metagov.api import communities, generated, health, plugins
+from metagov.api import communities, events, generated, health, hooks, plugins
 from metagov.api.middleware import BodySizeLimit
 from metagov.config import Settings
 from metagov.db import migrate
 from metagov.errors import install_error_handlers
+from metagov.jobs.embedded import EmbeddedRunner
+from metagov.jobs.worker import ArqQueue, connect
 from metagov.plugins.registry import PluginRegistry
 from metagov.runtime import Runtime
-from metagov.scheduler import InProcessScheduler
 from metagov.services import drivers
 
 log = logging.getLogger(__name__)
@@ -48,21 +49,32 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
             await migrate.upgrade(settings.database_url)
         async with Runtime.open(settings, registry) as runtime:
             if settings.driver_api_key is not None:
+                secret = settings.driver_webhook_secret
                 async with runtime.sessions() as session, session.begin():
                     await drivers.ensure_env_driver(
                         session,
-                        settings.driver_api_key.get_secret_value(),
-                        settings.driver_event_url,
+                        runtime.secrets,
+                        api_key=settings.driver_api_key.get_secret_value(),
+                        event_url=settings.driver_event_url,
+                        webhook_secret=secret.get_secret_value() if secret else None,
                     )
             app.state.runtime = runtime
-            scheduler = InProcessScheduler(runtime)
-            app.state.scheduler = scheduler
-            if settings.scheduler_enabled:
-                scheduler.start()
+            runner: EmbeddedRunner | None = None
+            if settings.runs_jobs_in_process:
+                runner = EmbeddedRunner(runtime)
+                runtime.queue = runner.queue
+                runner.start()
+            elif settings.redis_url:
+                runtime.queue = ArqQueue(await connect(settings.redis_url))
+            else:
+                log.warning("no Redis and jobs_in_process is off: no job will run")
+            app.state.runner = runner
             try:
                 yield
             finally:
-                await scheduler.stop()
+                if runner is not None:
+                    await runner.stop()
+                await runtime.queue.close()
 
     app = FastAPI(
         title="Metagov",
@@ -73,6 +85,8 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
+    app.include_router(hooks.router)
+    app.include_router(events.router)
     app.include_router(communities.router)
     app.include_router(plugins.router)
     for spec in registry:

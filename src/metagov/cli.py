@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.config import Settings
+from metagov.crypto import SecretBox
+from metagov.errors import MetagovError
+from metagov.services import deliveries, drivers
 
 T = TypeVar("T")
 
@@ -22,7 +27,9 @@ keys_app = typer.Typer(help="Keys that encrypt plugin secrets.", no_args_is_help
 app.add_typer(db_app, name="db")
 app.add_typer(drivers_app, name="drivers")
 app.add_typer(plugins_app, name="plugins")
+deliveries_app = typer.Typer(help="Event deliveries to Drivers.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(deliveries_app, name="deliveries")
 
 
 def _settings() -> Settings:
@@ -57,6 +64,30 @@ def serve(
     settings = _settings()
     _setup_logging(settings)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="Stop once the queue is empty")] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port")
+    ] = None,
+) -> None:
+    """Run an arq worker: deliveries, webhook handling, process deadlines, periodic tasks."""
+    from metagov.jobs.worker import build_worker
+
+    settings = _settings()
+    _setup_logging(settings)
+    if not settings.redis_url:
+        typer.secho("set METAGOV_REDIS_URL to run workers", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from metagov import metrics
+
+        start_http_server(metrics_port, registry=metrics.REGISTRY)
+    build_worker(settings, burst=burst).run()
 
 
 @db_app.command("upgrade")
@@ -116,47 +147,123 @@ def _with_session(work: Callable[..., Awaitable[T]]) -> T:
     return _run(go)
 
 
+def _box(settings: Settings) -> SecretBox:
+    return SecretBox([k.get_secret_value() for k in settings.secret_keys])
+
+
+def _fail(exc: MetagovError) -> typer.Exit:
+    typer.secho(exc.detail, fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
 @drivers_app.command("create")
 def drivers_create(
     name: str,
     event_url: Annotated[str | None, typer.Option(help="Where the Driver receives events")] = None,
 ) -> None:
-    """Create a Driver and print its API key (shown this once only)."""
-    from metagov.errors import MetagovError
-    from metagov.services import drivers
-
+    """Create a Driver; print its API key and its event signing secret (shown this once only)."""
+    box = _box(_settings())
     try:
-        _, key = _with_session(lambda s: drivers.create_driver(s, name, event_url=event_url))
+        new = _with_session(lambda s: drivers.create_driver(s, box, name, event_url=event_url))
     except MetagovError as exc:
-        typer.secho(exc.detail, fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"Driver {name!r} created. Its API key (store it now, it is not shown again):")
-    typer.echo(key)
+        raise _fail(exc) from None
+    typer.echo(f"Driver {name!r} created. Store these now; they are not shown again.")
+    typer.echo(f"API key (Authorization: Bearer ...): {new.api_key}")
+    typer.echo(f"Event signing secret (Standard Webhooks): {new.webhook_secret}")
 
 
 @drivers_app.command("list")
 def drivers_list() -> None:
     """List Drivers."""
-    from metagov.services import drivers
-
-    rows = _with_session(drivers.list_drivers)
-    for d in rows:
+    for d in _with_session(drivers.list_drivers):
         state = f"revoked {d.revoked_at:%Y-%m-%d}" if d.revoked_at else "active"
+        if d.endpoint_disabled_at:
+            state += ", endpoint disabled (410)"
         typer.echo(f"{d.name}\t{state}\t{d.event_url or '-'}")
 
 
 @drivers_app.command("revoke")
 def drivers_revoke(name: str) -> None:
     """Revoke a Driver's API key; its requests get 401 from now on."""
-    from metagov.errors import MetagovError
-    from metagov.services import drivers
-
     try:
         _with_session(lambda s: drivers.revoke_driver(s, name))
     except MetagovError as exc:
-        typer.secho(exc.detail, fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        raise _fail(exc) from None
     typer.echo(f"Driver {name!r} revoked")
+
+
+@drivers_app.command("set-event-url")
+def drivers_set_event_url(name: str, event_url: str) -> None:
+    """Change where a Driver receives events; this also re-enables an endpoint disabled by a 410,
+    and its waiting events go out."""
+
+    async def work(session: AsyncSession) -> None:
+        driver = await drivers.get_driver(session, name)
+        await drivers.set_event_url(session, driver, event_url)
+        await deliveries.enable_endpoint(session, driver)
+
+    try:
+        _with_session(work)
+    except MetagovError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"Driver {name!r} now receives events at {event_url}")
+
+
+@drivers_app.command("rotate-secret")
+def drivers_rotate_secret(
+    name: str,
+    overlap_hours: Annotated[
+        float, typer.Option(help="How long events are also signed with the old secret")
+    ] = 24.0,
+) -> None:
+    """Give a Driver a new event signing secret, printed once."""
+    box = _box(_settings())
+
+    async def work(session: AsyncSession) -> str:
+        driver = await drivers.get_driver(session, name)
+        overlap = timedelta(hours=overlap_hours)
+        return await drivers.rotate_webhook_secret(session, box, driver, overlap=overlap)
+
+    try:
+        secret = _with_session(work)
+    except MetagovError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"New event signing secret (the old one also signs for {overlap_hours} h):")
+    typer.echo(secret)
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    dead: Annotated[bool, typer.Option("--dead", help="Only deliveries given up")] = False,
+    limit: int = 100,
+) -> None:
+    """List deliveries, newest first."""
+    status = "dead" if dead else None
+    found = _with_session(lambda s: deliveries.list_deliveries(s, status=status, limit=limit))
+    for d in found:
+        typer.echo(
+            f"{d.id}\tevent {d.event_id}\t{d.status}\tattempts {d.attempts}\t"
+            f"{d.last_status_code or '-'}\t{d.url}\t{d.last_error or ''}"
+        )
+
+
+@deliveries_app.command("replay")
+def deliveries_replay(
+    delivery_id: Annotated[int | None, typer.Argument(help="One delivery to send again")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Replay every dead delivery created since then")
+    ] = None,
+) -> None:
+    """Send a delivery again (with its original webhook-id), or every dead one since a time."""
+    if (delivery_id is None) == (since is None):
+        typer.secho("give either a delivery id or --since", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    try:
+        found = _with_session(lambda s: deliveries.replay(s, delivery_id=delivery_id, since=when))
+    except MetagovError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{len(found)} deliveries queued again; a running gateway or worker sends them")
 
 
 @plugins_app.command("list")

@@ -49,9 +49,33 @@ class Settings(BaseSettings):
     plugins_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     plugins_block: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    scheduler_enabled: bool = True
-    scheduler_interval_seconds: float = Field(default=1.0, gt=0)
-    process_lease_seconds: float = Field(default=60.0, gt=0)
+    jobs_in_process: bool | None = Field(
+        default=None,
+        description="Run jobs inside `metagov serve`; by default only when no Redis is set",
+    )
+    sweep_interval_seconds: float = Field(default=1.0, gt=0)
+
+    driver_webhook_secret: SecretStr | None = None
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    delivery_lease_seconds: float = Field(default=60.0, gt=0)
+    delivery_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [
+            5.0,
+            30.0,
+            120.0,
+            600.0,
+            1800.0,
+            3600.0,
+            7200.0,
+            14400.0,
+            28800.0,
+            43200.0,
+            43200.0,
+        ],
+        description="Seconds before each retry (each varied by ±20 %); about 40 hours in all",
+    )
+    retry_after_cap_seconds: float = Field(default=86400.0, gt=0)
+    inbox_max_attempts: int = Field(default=10, ge=1)
 
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
@@ -60,6 +84,15 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_secret_keys(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("delivery_retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @property
+    def runs_jobs_in_process(self) -> bool:
+        return self.jobs_in_process if self.jobs_in_process is not None else not self.redis_url
 
     @field_validator("plugins_allow", "plugins_block", mode="before")
     @classmethod

@@ -37,6 +37,17 @@ class SecretBox:
             raise SecretDecryptionError("stored secrets are not an object")
         return data
 
+    def encrypt_text(self, value: str) -> str:
+        return self._fernet.encrypt(value.encode()).decode()
+
+    def decrypt_text(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise SecretDecryptionError(
+                "stored secrets cannot be decrypted with METAGOV_SECRET_KEYS"
+            ) from None
+
     def rotate(self, token: str) -> str:
         """Re-encrypt ``token`` under the first (newest) key."""
         try:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from metagov import metrics
 from metagov.api.deps import RuntimeDep
 from metagov.db import migrate
+from metagov.jobs.worker import ArqQueue
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -36,8 +39,23 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     except Exception as exc:
         log.warning("readiness: database check failed: %s", exc)
         checks["database"] = f"unreachable: {type(exc).__name__}"
+    if isinstance(runtime.queue, ArqQueue):
+        try:
+            checks["redis"] = "ok" if await runtime.queue.ping() else "no answer"
+        except Exception as exc:
+            log.warning("readiness: redis check failed: %s", exc)
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         status_code=200 if ready else 503,
         content={"status": "ready" if ready else "not ready", "checks": checks},
+    )
+
+
+@router.get("/metrics", operation_id="health.metrics", response_class=PlainTextResponse)
+async def metrics_endpoint(runtime: RuntimeDep) -> PlainTextResponse:
+    """Prometheus metrics: this process's counters, and backlog gauges read from the database."""
+    await metrics.refresh_gauges(runtime)
+    return PlainTextResponse(
+        generate_latest(metrics.REGISTRY).decode(), media_type=CONTENT_TYPE_LATEST
     )

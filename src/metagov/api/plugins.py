@@ -29,7 +29,7 @@ def metadata(spec: PluginSpec) -> PluginMetadata:
         name=spec.name,
         description=spec.description,
         auth_type=spec.auth_type.value,
-        uses_webhook=False,
+        uses_webhook=spec.webhooks is not None,
         community_platform_id_field=spec.community_platform_id_field,
         secret_fields=sorted(spec.secret_fields),
         schemas=PluginSchemas(

@@ -203,6 +203,8 @@ class InboundWebhook(Base):
     plugin_instance_id: Mapped[int | None] = mapped_column(
         ForeignKey("plugin_instances.id", ondelete="SET NULL"), default=None
     )
+    # Platform-wide webhooks name the tenant instead of an instance.
+    community_platform_id: Mapped[str | None] = mapped_column(String(200), default=None)
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(16), default="pending")

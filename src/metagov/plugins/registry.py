@@ -29,6 +29,7 @@ from metagov.plugins.sdk import (
     GovernanceProcess,
     Plugin,
     TaskMarker,
+    WebhookScope,
     secret_fields,
 )
 
@@ -88,6 +89,7 @@ class PluginSpec:
     processes: dict[str, ProcessSpec]
     tasks: dict[str, TaskSpec]
     event_types: tuple[EventType, ...]
+    webhooks: WebhookScope | None
     source: str
 
     def action(self, slug: str) -> ActionSpec:
@@ -232,6 +234,15 @@ def inspect_plugin(plugin_cls: Any, *, source: str = "code") -> PluginSpec:
             raise fail(f"process {pspec.slug!r} is declared twice")
         processes[pspec.slug] = pspec
 
+    webhooks = plugin_cls.webhooks
+    if webhooks is not None:
+        webhooks = WebhookScope(webhooks)
+        if plugin_cls.verify_webhook is Plugin.verify_webhook:
+            raise fail("declares webhooks but does not implement 'verify_webhook'")
+    for hook in ("verify_webhook", "receive_webhook"):
+        if not inspect.iscoroutinefunction(getattr(plugin_cls, hook)):
+            raise fail(f"method {hook!r} must be async")
+
     event_types = tuple(plugin_cls.event_types)
     for event_type in event_types:
         if not isinstance(event_type, EventType):
@@ -249,6 +260,7 @@ def inspect_plugin(plugin_cls: Any, *, source: str = "code") -> PluginSpec:
         processes=processes,
         tasks=tasks,
         event_types=event_types,
+        webhooks=webhooks,
         source=source,
     )
 
@@ -310,7 +322,7 @@ def _inspect_process(plugin: str, process_cls: Any) -> ProcessSpec:
         raise PluginLoadError(f"{where}: parameter names {sorted(clash)} are reserved")
     if process_cls.start is GovernanceProcess.start:
         raise PluginLoadError(f"{where}: method 'start' is not implemented")
-    for hook in ("start", "update", "close"):
+    for hook in ("start", "update", "close", "receive_webhook"):
         if not inspect.iscoroutinefunction(getattr(process_cls, hook)):
             raise PluginLoadError(f"{where}: method {hook!r} must be async")
     interval = process_cls.update_interval

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
+from urllib.parse import parse_qs
 
 import httpx
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -43,6 +44,11 @@ __all__ = [
     "ProcessContext",
     "State",
     "UpstreamError",
+    "WebhookAccepted",
+    "WebhookRejected",
+    "WebhookReply",
+    "WebhookRequest",
+    "WebhookScope",
     "action",
     "task",
 ]
@@ -211,6 +217,67 @@ class ProcessContext(PluginContext[ConfigT], Generic[ConfigT, OutcomeT]):
         self.requested_status = "failed"
 
 
+class WebhookScope(StrEnum):
+    """Where a plugin's webhooks arrive.
+
+    ``INSTANCE``: ``/api/hooks/{community}/{plugin}``, one URL per community's instance, verified
+    with that instance's config. ``PLATFORM``: ``/api/hooks/{plugin}``, one URL for a platform-wide
+    app, verified with the app's own credentials; the plugin names the tenant, and the core finds
+    the instances with that ``community_platform_id``.
+    """
+
+    INSTANCE = "instance"
+    PLATFORM = "platform"
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """An inbound webhook as received: header names lower-case, the body as raw bytes."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def form(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(self.body.decode(), keep_blank_values=True).items()}
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """A synchronous answer the platform demands (a challenge echo, a PING reply)."""
+
+    body: Any = None
+    status_code: int = 200
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class WebhookAccepted:
+    """What ``verify_webhook`` returns for an authentic webhook.
+
+    ``delivery_id`` is the platform's id for this delivery (redeliveries repeat it); without one,
+    the body's hash de-duplicates. ``community_platform_id`` names the tenant of a platform-wide
+    webhook. ``store=False`` answers with ``reply`` and stores nothing (handshakes).
+    """
+
+    delivery_id: str | None = None
+    community_platform_id: str | None = None
+    reply: WebhookReply | None = None
+    store: bool = True
+
+
+class WebhookRejected(Exception):
+    """The webhook is not authentic (the gateway answers 401 and stores nothing). ``reason`` is
+    a short code for logs and metrics, such as ``bad_signature`` or ``stale_timestamp``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class ActionMarker:
     slug: str
@@ -261,7 +328,8 @@ class GovernanceProcess(Generic[ConfigT, ParamsT, OutcomeT]):
     - ``update`` runs every ``update_interval`` while the process is pending (polling platforms);
     - ``close`` runs when the Driver closes the process early or ``closing_at`` passes; if it does
       not call ``ctx.fail``, the process completes with its current outcome;
-    - ``receive_webhook`` gets platform webhooks for the process's plugin instance.
+    - ``receive_webhook`` gets every webhook of the process's plugin instance while it is open
+      (a vote cast, a button clicked); it changes the process through ``ctx`` like the others.
 
     A process that its platform cannot end early sets ``closable = False``.
     """
@@ -282,6 +350,11 @@ class GovernanceProcess(Generic[ConfigT, ParamsT, OutcomeT]):
     async def close(self, ctx: ProcessContext[ConfigT, OutcomeT]) -> None:
         return None
 
+    async def receive_webhook(
+        self, ctx: ProcessContext[ConfigT, OutcomeT], webhook: WebhookRequest
+    ) -> None:
+        return None
+
 
 class Plugin(Generic[ConfigT]):
     """Base class of every plugin. Subclasses declare; the core does the rest.
@@ -296,6 +369,9 @@ class Plugin(Generic[ConfigT]):
     - methods decorated with :func:`action` and :func:`task`.
     - ``initialize(ctx)`` runs once when a community enables the plugin and again when its config
       changes; raising :class:`PluginError` there refuses the config.
+    - ``webhooks``: set to a :class:`WebhookScope` to receive webhooks; then ``verify_webhook``
+      checks each one before anything is stored, and ``receive_webhook`` handles it later, in a
+      job (it should be idempotent: a job may run twice).
     """
 
     name: ClassVar[str]
@@ -305,8 +381,20 @@ class Plugin(Generic[ConfigT]):
     community_platform_id_field: ClassVar[str | None] = None
     processes: ClassVar[tuple[type[GovernanceProcess[Any, Any, Any]], ...]] = ()
     event_types: ClassVar[tuple[EventType, ...]] = ()
+    webhooks: ClassVar[WebhookScope | None] = None
 
     async def initialize(self, ctx: PluginContext[ConfigT]) -> None:
+        return None
+
+    async def verify_webhook(
+        self, request: WebhookRequest, config: ConfigT | None
+    ) -> WebhookAccepted:
+        """Check that ``request`` really comes from the platform; raise :class:`WebhookRejected`
+        if not. ``config`` is the instance's config for ``INSTANCE`` webhooks, None for
+        ``PLATFORM`` ones. Runs on the request path: no network calls here."""
+        raise WebhookRejected("webhooks_not_supported")
+
+    async def receive_webhook(self, ctx: PluginContext[ConfigT], webhook: WebhookRequest) -> None:
         return None
 
 

@@ -22,7 +22,7 @@ from metagov.db.base import utcnow
 from metagov.db.models import Community, PluginInstance, Process
 from metagov.errors import Conflict, NotFound
 from metagov.plugins.registry import PluginSpec, ProcessSpec
-from metagov.plugins.sdk import ProcessContext, State
+from metagov.plugins.sdk import ProcessContext, State, WebhookRequest
 from metagov.runtime import Runtime
 from metagov.services import events, lifecycle
 from metagov.services.lifecycle import ProcessStatus
@@ -231,6 +231,23 @@ async def update_process(
     return process
 
 
+async def receive_webhook(
+    session: AsyncSession,
+    runtime: Runtime,
+    community: Community,
+    process: Process,
+    request: WebhookRequest,
+) -> None:
+    """Hand a webhook of the process's instance to its ``receive_webhook`` hook."""
+    spec = runtime.registry.get(process.plugin_name)
+    pspec = spec.process(process.name)
+    instance = await _instance_of(session, process)
+    ctx = _context(runtime, spec, pspec, community, instance, process)
+    await pspec.handler.receive_webhook(ctx, request)
+    await _apply(session, community, process, pspec, ctx, default=None)
+    await save_effects(session, instance, ctx)
+
+
 # --- scheduler passes -------------------------------------------------------------------------
 
 
@@ -306,7 +323,7 @@ async def _close_at_deadline(
 
 async def _record_failure(runtime: Runtime, process_id: int, exc: Exception) -> None:
     """Note a failed scheduled hook on the process and back off before trying again."""
-    retry_at = utcnow() + timedelta(seconds=max(runtime.settings.scheduler_interval_seconds, 30))
+    retry_at = utcnow() + timedelta(seconds=max(runtime.settings.sweep_interval_seconds, 30))
     async with runtime.sessions() as session, session.begin():
         process = await session.get(Process, process_id)
         if process is None or not lifecycle.is_open(process):

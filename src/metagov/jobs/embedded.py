@@ -1,8 +1,8 @@
-"""The in-process job runner of the embedded mode: closes processes at their deadline and runs
-their periodic updates, inside ``metagov serve``.
+"""The in-process job runner of the embedded mode (no Redis): ``metagov serve`` runs the jobs
+itself and sweeps every ``METAGOV_SWEEP_INTERVAL_SECONDS``.
 
-It keeps nothing in memory that matters: each pass asks the database what is due, so a restart
-loses nothing and a deadline that passed while the gateway was down is acted on at the next start.
+It keeps nothing in memory that matters: each sweep asks the database what is due, so a restart
+loses nothing and a deadline that passed while the gateway was down is met at the next start.
 """
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ import asyncio
 import contextlib
 import logging
 
+from metagov.jobs.functions import FUNCTIONS, sweep
+from metagov.jobs.queue import LocalQueue
 from metagov.runtime import Runtime
-from metagov.services.processes import run_due_processes
 
 log = logging.getLogger(__name__)
 
 
-class InProcessScheduler:
+class EmbeddedRunner:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.queue = LocalQueue(runtime, FUNCTIONS)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._pass_done = asyncio.Condition()
@@ -27,14 +29,14 @@ class InProcessScheduler:
         self.passes = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="metagov-scheduler")
+        self._task = asyncio.create_task(self._loop(), name="metagov-sweeper")
 
     def poke(self) -> None:
-        """Run a pass now instead of at the next interval."""
+        """Sweep now instead of at the next interval."""
         self._wake.set()
 
     async def next_pass(self) -> None:
-        """Wait until a whole pass that started after this call has finished."""
+        """Wait until a sweep that started after this call, and the jobs it rang, are done."""
         async with self._pass_done:
             target = self.passes + (2 if self._running else 1)
             self.poke()
@@ -46,15 +48,17 @@ class InProcessScheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.queue.close()
 
     async def _loop(self) -> None:
-        interval = self.runtime.settings.scheduler_interval_seconds
+        interval = self.runtime.settings.sweep_interval_seconds
         while True:
             self._running = True
             try:
-                await run_due_processes(self.runtime)
+                await sweep(self.runtime)
+                await self.queue.join()
             except Exception:
-                log.exception("scheduler pass failed")
+                log.exception("sweep failed")
             async with self._pass_done:
                 self._running = False
                 self.passes += 1

@@ -1,0 +1,88 @@
+"""The job functions, shared by the arq worker and the in-process runner.
+
+Every job takes the runtime and ids, reads the truth from the database and acts only if there is
+still something to do, so a job that runs twice, late, or after a crash does no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from metagov.db.base import utcnow
+from metagov.db.models import InboundWebhook
+from metagov.jobs.queue import Job, JobFunction
+from metagov.runtime import Runtime
+from metagov.services import deliveries, processes, tasks, webhooks
+
+log = logging.getLogger(__name__)
+
+
+async def deliver(runtime: Runtime, partition: str) -> None:
+    await deliveries.deliver_partition(runtime, partition)
+
+
+async def handle_webhook(runtime: Runtime, inbox_id: int) -> None:
+    await webhooks.handle(runtime, inbox_id)
+
+
+async def run_process(runtime: Runtime, process_id: int) -> None:
+    await processes.run_due_process(runtime, process_id)
+
+
+async def run_task(runtime: Runtime, instance_id: int, task_name: str) -> None:
+    await tasks.run_task(runtime, instance_id, task_name)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    deliveries: int
+    webhooks: int
+    processes: int
+    tasks: int
+
+
+async def sweep(runtime: Runtime) -> SweepReport:
+    """Ring the doorbell for everything the database says is due.
+
+    This is what makes Redis optional for correctness: lost jobs, flushed queues, crashed
+    workers and deadlines that passed while nothing ran are all found here.
+    """
+    now = utcnow()
+    async with runtime.sessions() as session, session.begin():
+        partitions = await deliveries.due_partitions(session, now)
+        inbox = (
+            await session.scalars(
+                select(InboundWebhook.id).where(
+                    InboundWebhook.status == webhooks.PENDING,
+                    InboundWebhook.next_attempt_at <= now,
+                )
+            )
+        ).all()
+        due_tasks = await tasks.due_tasks(session, runtime, now)
+    closing, updating = await processes.due_process_ids(runtime, now=now)
+    due_processes = list(dict.fromkeys([*closing, *updating]))
+
+    jobs = [
+        *(Job.of("deliver", p, key=f"deliver:{p}:{seq}") for p, seq in partitions),
+        *(webhooks.handle_job(i) for i in inbox),
+        *(Job.of("run_process", i) for i in due_processes),
+        *(Job.of("run_task", i, name) for i, name in due_tasks),
+    ]
+    for job in jobs:
+        try:
+            await runtime.queue.enqueue(job)
+        except Exception as exc:
+            log.warning("sweep could not enqueue %s: %s", job.key, exc)
+    return SweepReport(len(partitions), len(inbox), len(due_processes), len(due_tasks))
+
+
+FUNCTIONS: dict[str, JobFunction] = {
+    "deliver": deliver,
+    "handle_webhook": handle_webhook,
+    "run_process": run_process,
+    "run_task": run_task,
+    "sweep": sweep,
+}

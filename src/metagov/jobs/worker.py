@@ -1,0 +1,141 @@
+"""``metagov worker``: the job functions run by arq workers against Redis.
+
+Two of arq's defaults are changed on purpose: jobs are serialized as JSON, not pickle (anyone able
+to write to Redis could otherwise run code in the worker), and results are not kept, so a job id
+can be rung again as soon as its job has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, cast
+
+from arq import cron
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import Function, Worker, func
+
+from metagov.config import Settings
+from metagov.jobs.functions import FUNCTIONS
+from metagov.jobs.queue import Job, JobFunction
+from metagov.plugins.registry import PluginRegistry
+from metagov.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "metagov:queue"
+
+
+def serialize(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
+
+
+def deserialize(raw: bytes) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(raw))
+
+
+async def connect(redis_url: str) -> ArqRedis:
+    return await create_pool(
+        RedisSettings.from_dsn(redis_url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=QUEUE_NAME,
+    )
+
+
+class ArqQueue:
+    """Rings doorbells through Redis; any worker may answer."""
+
+    def __init__(self, pool: ArqRedis, *, owns_pool: bool = True) -> None:
+        self.pool = pool
+        self._owns_pool = owns_pool
+
+    async def enqueue(self, job: Job) -> None:
+        await self.pool.enqueue_job(job.name, *job.args, _job_id=job.key)
+
+    async def ping(self) -> bool:
+        return bool(await self.pool.ping())
+
+    async def close(self) -> None:
+        if self._owns_pool:
+            await self.pool.aclose()
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The typed view of arq's ``ctx`` dict."""
+
+    runtime: Runtime
+    job_id: str
+    job_try: int
+
+    @classmethod
+    def of(cls, ctx: dict[str, Any]) -> JobContext:
+        return cls(
+            runtime=ctx["runtime"],
+            job_id=str(ctx.get("job_id")),
+            job_try=int(ctx.get("job_try", 1)),
+        )
+
+
+def _arq_function(name: str, function: JobFunction) -> Function:
+    async def run(ctx: dict[str, Any], *args: Any) -> None:
+        job = JobContext.of(ctx)
+        log.debug("job %s try %s", job.job_id, job.job_try)
+        await function(job.runtime, *args)
+
+    run.__qualname__ = run.__name__ = name
+    return func(run, name=name, max_tries=3)
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    registry: PluginRegistry | None = None,
+    max_jobs: int = 10,
+) -> Worker:
+    """An arq worker for ``settings.redis_url``; ``burst`` stops it once the queue is empty."""
+    if not settings.redis_url:
+        raise ValueError("METAGOV_REDIS_URL is required to run workers")
+    stack = AsyncExitStack()
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        runtime = await stack.enter_async_context(Runtime.open(settings, registry))
+        runtime.queue = ArqQueue(ctx["redis"], owns_pool=False)
+        ctx["runtime"] = runtime
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await stack.aclose()
+
+    step = max(1, round(settings.sweep_interval_seconds))
+    functions = [_arq_function(name, fn) for name, fn in FUNCTIONS.items()]
+    return Worker(
+        functions=functions,
+        queue_name=QUEUE_NAME,
+        cron_jobs=[
+            cron(
+                _arq_function("sweep", FUNCTIONS["sweep"]).coroutine,
+                name="sweep-cron",
+                second=set(range(0, 60, step)),
+                microsecond=0,
+                unique=True,
+                run_at_startup=True,
+            )
+        ],
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        keep_result=0,
+        max_tries=3,
+        job_timeout=600,
+        max_jobs=max_jobs,
+        burst=burst,
+        poll_delay=0.05 if burst else 0.2,
+        handle_signals=not burst,
+        health_check_interval=30,
+    )

@@ -1,0 +1,78 @@
+"""Prometheus metrics. Counters count in the process that did the work (API or worker); gauges
+about the backlog are read from the database when ``/metrics`` is scraped, so any replica tells
+the same truth."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import func, select
+
+from metagov.db.base import utcnow
+from metagov.db.models import Delivery, InboundWebhook, Process
+
+if TYPE_CHECKING:
+    from metagov.runtime import Runtime
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+WEBHOOKS_RECEIVED = Counter(
+    "metagov_webhooks_received_total",
+    "Verified webhooks stored in the inbox (duplicates included)",
+    ["plugin"],
+    registry=REGISTRY,
+)
+WEBHOOKS_REJECTED = Counter(
+    "metagov_webhooks_rejected_total",
+    "Webhooks refused before storage",
+    ["plugin", "reason"],
+    registry=REGISTRY,
+)
+DELIVERIES_ATTEMPTED = Counter(
+    "metagov_deliveries_attempted_total", "Delivery attempts to Drivers", registry=REGISTRY
+)
+DELIVERIES_SUCCEEDED = Counter(
+    "metagov_deliveries_succeeded_total", "Deliveries a Driver acknowledged", registry=REGISTRY
+)
+DELIVERIES_FAILED = Counter(
+    "metagov_deliveries_failed_total", "Delivery attempts that failed", registry=REGISTRY
+)
+DELIVERIES_DEAD = Counter(
+    "metagov_deliveries_dead_total", "Deliveries given up after the last retry", registry=REGISTRY
+)
+OUTBOX_PENDING = Gauge("metagov_outbox_pending", "Deliveries not yet delivered", registry=REGISTRY)
+OUTBOX_LAG = Gauge(
+    "metagov_outbox_lag_seconds",
+    "Age of the oldest delivery not yet delivered",
+    registry=REGISTRY,
+)
+OPEN_PROCESSES = Gauge(
+    "metagov_open_processes", "Processes still pending", ["plugin"], registry=REGISTRY
+)
+INBOX_PENDING = Gauge(
+    "metagov_inbox_pending", "Inbound webhooks not yet handled", registry=REGISTRY
+)
+
+
+async def refresh_gauges(runtime: Runtime) -> None:
+    async with runtime.sessions() as session:
+        pending, oldest = (
+            await session.execute(
+                select(func.count(), func.min(Delivery.created_at)).where(
+                    Delivery.status == "pending"
+                )
+            )
+        ).one()
+        OUTBOX_PENDING.set(pending)
+        OUTBOX_LAG.set((utcnow() - oldest).total_seconds() if oldest else 0)
+        inbox = await session.scalar(select(func.count()).where(InboundWebhook.status == "pending"))
+        INBOX_PENDING.set(inbox or 0)
+        OPEN_PROCESSES.clear()
+        rows = await session.execute(
+            select(Process.plugin_name, func.count())
+            .where(Process.status.in_(("created", "pending")))
+            .group_by(Process.plugin_name)
+        )
+        for plugin, count in rows.all():
+            OPEN_PROCESSES.labels(plugin).set(count)

@@ -1,0 +1,297 @@
+"""Delivering events to Drivers: signed, retried, in order, and never lost.
+
+Each partition (one community's events to one endpoint) is a queue ordered by ``seq``. Only its
+head is ever attempted, so a later event never arrives before an earlier one. An attempt first
+*claims* the head with a lease (a conditional UPDATE, so of two workers only one wins); a worker
+that dies mid-attempt leaves a lease that runs out, and the next sweep retries. Failed attempts
+wait according to the retry schedule; after the last one the delivery is *dead*, the partition
+moves on, and the dead delivery can be replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+import httpx
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from metagov import metrics, signing
+from metagov.db.base import utcnow
+from metagov.db.models import Community, Delivery, Driver, Event
+from metagov.errors import NotFound
+from metagov.jobs.queue import Job, ring_after_commit, unit_of_work
+from metagov.runtime import Runtime
+from metagov.services.events import deliver_job, envelope
+
+log = logging.getLogger(__name__)
+
+PENDING, SUCCEEDED, DEAD = "pending", "succeeded", "dead"
+_jitter = random.Random()  # noqa: S311 (spreads retries; not security-sensitive)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One delivery attempt this worker holds the lease for."""
+
+    delivery_id: int
+    lease: datetime
+    url: str
+    body: bytes
+    msg_id: str
+    secrets: list[str]
+
+
+def signing_secrets(runtime: Runtime, driver: Driver, now: datetime) -> list[str]:
+    """The Driver's current secret, plus the previous one while the rotation overlap lasts."""
+    found = []
+    if driver.webhook_secret:
+        found.append(runtime.secrets.decrypt_text(driver.webhook_secret))
+    if (
+        driver.previous_webhook_secret
+        and driver.previous_secret_expires_at
+        and driver.previous_secret_expires_at > now
+    ):
+        found.append(runtime.secrets.decrypt_text(driver.previous_webhook_secret))
+    return found
+
+
+async def claim_head(runtime: Runtime, partition: str, now: datetime | None = None) -> Claim | None:
+    """Lease the partition's oldest pending delivery if it is due and nobody holds it."""
+    now = now or utcnow()
+    async with unit_of_work(runtime) as session:
+        head = await session.scalar(
+            select(Delivery)
+            .where(Delivery.partition == partition, Delivery.status == PENDING)
+            .order_by(Delivery.seq)
+            .limit(1)
+        )
+        if head is None or head.next_attempt_at > now:
+            return None
+        if head.lease_until is not None and head.lease_until > now:
+            return None
+        driver = await session.get(Driver, head.driver_id) if head.driver_id else None
+        if driver is None or (head.target == "driver" and driver.endpoint_disabled_at):
+            return None
+        lease = now + timedelta(seconds=runtime.settings.delivery_lease_seconds)
+        claimed = await session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == head.id,
+                Delivery.status == PENDING,
+                or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now),
+            )
+            .values(lease_until=lease, attempts=Delivery.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        event = await session.get_one(Event, head.event_id)
+        slug = await session.scalar(
+            select(Community.slug).where(Community.id == event.community_id)
+        )
+        body = json.dumps(envelope(event, slug or ""), separators=(",", ":")).encode()
+        return Claim(
+            delivery_id=head.id,
+            lease=lease,
+            url=head.url,
+            body=body,
+            msg_id=f"evt_{event.id}",
+            secrets=signing_secrets(runtime, driver, now),
+        )
+
+
+async def attempt(runtime: Runtime, claim: Claim) -> bool:
+    """POST one claimed delivery and record the result. Returns whether it was delivered."""
+    headers = {
+        "Content-Type": "application/json",
+        **signing.standard_headers(claim.secrets, claim.msg_id, claim.body),
+    }
+    status: int | None = None
+    retry_after: float | None = None
+    error: str | None = None
+    metrics.DELIVERIES_ATTEMPTED.inc()
+    try:
+        response = await runtime.http.post(
+            claim.url,
+            content=claim.body,
+            headers=headers,
+            timeout=runtime.settings.delivery_timeout_seconds,
+        )
+        status = response.status_code
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        if not 200 <= status < 300:
+            error = f"HTTP {status}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+    log.info(
+        "delivery attempt",
+        extra={"delivery_id": claim.delivery_id, "webhook_id": claim.msg_id, "status": status},
+    )
+    return await record_result(runtime, claim, status, error, retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+async def record_result(
+    runtime: Runtime,
+    claim: Claim,
+    status: int | None,
+    error: str | None,
+    retry_after: float | None,
+) -> bool:
+    settings = runtime.settings
+    now = utcnow()
+    async with unit_of_work(runtime) as session:
+        delivery = await session.scalar(
+            select(Delivery).where(
+                Delivery.id == claim.delivery_id,
+                Delivery.lease_until == claim.lease,
+                Delivery.status == PENDING,
+            )
+        )
+        if delivery is None:  # our lease ran out and another worker took over
+            return False
+        delivery.lease_until = None
+        delivery.last_status_code = status
+        if status is not None and 200 <= status < 300:
+            delivery.status = SUCCEEDED
+            delivery.delivered_at = now
+            delivery.last_error = None
+            metrics.DELIVERIES_SUCCEEDED.inc()
+            return True
+        metrics.DELIVERIES_FAILED.inc()
+        delivery.last_error = error
+        if status == 410:
+            await _gone(session, delivery, now)
+            return False
+        schedule = settings.delivery_retry_schedule
+        if delivery.attempts > len(schedule):
+            delivery.status = DEAD
+            metrics.DELIVERIES_DEAD.inc()
+            log.warning("delivery is dead", extra={"delivery_id": delivery.id})
+            return False
+        delay = schedule[delivery.attempts - 1] * _jitter.uniform(0.8, 1.2)
+        if status in (429, 503) and retry_after is not None:
+            delay = min(retry_after, settings.retry_after_cap_seconds)
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+        return False
+
+
+async def _gone(session: AsyncSession, delivery: Delivery, now: datetime) -> None:
+    """410 Gone: stop sending to this endpoint. A Driver's endpoint is disabled until re-enabled
+    (its deliveries wait, none is lost); a callback URL's delivery is dead."""
+    if delivery.target == "driver" and delivery.driver_id is not None:
+        driver = await session.get_one(Driver, delivery.driver_id)
+        driver.endpoint_disabled_at = now
+        delivery.attempts -= 1
+        log.warning("driver endpoint answered 410 and is disabled", extra={"driver": driver.name})
+    else:
+        delivery.status = DEAD
+        metrics.DELIVERIES_DEAD.inc()
+
+
+async def deliver_partition(runtime: Runtime, partition: str, *, limit: int = 100) -> int:
+    """Deliver the partition's due deliveries in order until one fails; returns how many."""
+    delivered = 0
+    while delivered < limit:
+        claim = await claim_head(runtime, partition)
+        if claim is None or not await attempt(runtime, claim):
+            return delivered
+        delivered += 1
+    # Long backlog: hand the rest to a fresh job so other partitions get their turn.
+    await runtime.queue.enqueue(Job.of("deliver", partition, key=f"deliver:{partition}:more"))
+    return delivered
+
+
+async def due_partitions(session: AsyncSession, now: datetime) -> list[tuple[str, int]]:
+    """Partitions with a pending delivery that is due and not leased, with their lowest seq."""
+    rows = await session.execute(
+        select(Delivery.partition, func.min(Delivery.seq))
+        .where(
+            Delivery.status == PENDING,
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now),
+        )
+        .group_by(Delivery.partition)
+    )
+    return [(partition, int(seq)) for partition, seq in rows.all()]
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    *,
+    driver: Driver | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> list[Delivery]:
+    query = select(Delivery).order_by(Delivery.id.desc()).limit(limit)
+    if driver is not None:
+        query = query.where(Delivery.driver_id == driver.id)
+    if status is not None:
+        query = query.where(Delivery.status == status)
+    return list((await session.scalars(query)).all())
+
+
+async def replay(
+    session: AsyncSession,
+    *,
+    driver: Driver | None = None,
+    delivery_id: int | None = None,
+    since: datetime | None = None,
+) -> list[Delivery]:
+    """Send dead (or delivered) deliveries again, with their original ``webhook-id``.
+
+    Either one delivery by id, or every dead delivery created since ``since``.
+    """
+    query = select(Delivery)
+    if driver is not None:
+        query = query.where(Delivery.driver_id == driver.id)
+    if delivery_id is not None:
+        query = query.where(Delivery.id == delivery_id)
+    else:
+        query = query.where(Delivery.status == DEAD)
+        if since is not None:
+            query = query.where(Delivery.created_at >= since)
+    found = list((await session.scalars(query.order_by(Delivery.seq))).all())
+    if delivery_id is not None and not found:
+        raise NotFound(f"no delivery {delivery_id}")
+    now = utcnow()
+    for delivery in found:
+        delivery.status = PENDING
+        delivery.attempts = 0
+        delivery.next_attempt_at = now
+        delivery.lease_until = None
+        delivery.last_error = None
+        ring_after_commit(session, deliver_job(delivery.partition, delivery.seq))
+    await session.flush()
+    return found
+
+
+async def enable_endpoint(session: AsyncSession, driver: Driver) -> None:
+    """Re-enable a Driver endpoint disabled by a 410; its waiting deliveries go out again."""
+    driver.endpoint_disabled_at = None
+    partitions = await session.scalars(
+        select(Delivery.partition)
+        .where(Delivery.driver_id == driver.id, Delivery.status == PENDING)
+        .distinct()
+    )
+    for partition in partitions:
+        ring_after_commit(session, Job.of("deliver", partition, key=f"deliver:{partition}:on"))
+    await session.flush()
