@@ -1,0 +1,322 @@
+"""Events on their way to Drivers: signed the Standard Webhooks way, retried on the schedule with
+the same webhook-id, in order, dead after the last retry and replayable. The Driver's HTTP
+endpoint is mocked with respx; jobs run in this process, rung after each commit as in `serve`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import select
+
+from metagov.db.base import utcnow
+from metagov.db.models import Delivery, Driver
+from metagov.jobs.functions import FUNCTIONS, sweep
+from metagov.jobs.queue import LocalQueue, unit_of_work
+from metagov.runtime import Runtime
+from metagov.services import deliveries, drivers
+from tests.conftest import DriverKey
+
+EVENTS_URL = "https://driver.example/metagov/events"
+CALLBACK_URL = "https://driver.example/callbacks/1"
+
+
+def verify(secret: str, request: httpx.Request) -> list[bool]:
+    """Check each signature in the header independently of the app's own signing code."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    msg = f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}.".encode()
+    expected = base64.b64encode(hmac.new(key, msg + request.content, hashlib.sha256).digest())
+    return [
+        hmac.compare_digest(sig.removeprefix("v1,").encode(), expected)
+        for sig in request.headers["webhook-signature"].split()
+    ]
+
+
+@pytest.fixture
+async def jobs(runtime: Runtime) -> AsyncIterator[LocalQueue]:
+    queue = LocalQueue(runtime, FUNCTIONS)
+    runtime.queue = queue
+    yield queue
+    await queue.close()
+
+
+@pytest.fixture
+async def driver_url(runtime: Runtime, alice: DriverKey, community: dict[str, Any]) -> str:
+    async with unit_of_work(runtime) as session:
+        await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), EVENTS_URL)
+    return EVENTS_URL
+
+
+@pytest.fixture
+def fast_retries(runtime: Runtime) -> None:
+    runtime.settings.delivery_retry_schedule = [0.0, 0.0, 0.0]
+
+
+async def lucky(client: httpx.AsyncClient, driver: DriverKey, number: int) -> None:
+    response = await client.post(
+        "/api/internal/action/randomness.set-lucky-number",
+        json={"parameters": {"number": number}},
+        headers=driver.to("commons"),
+    )
+    assert response.status_code == 200
+
+
+async def drain(runtime: Runtime, jobs: LocalQueue, rounds: int = 10) -> None:
+    """Sweep and run jobs until nothing due is left (what the sweeper does over time)."""
+    for _ in range(rounds):
+        await jobs.join()
+        if (await sweep(runtime)).deliveries == 0:
+            return
+    await jobs.join()
+
+
+async def test_event_is_delivered_signed(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(EVENTS_URL).respond(204)
+    await lucky(client, alice, 7)
+    await jobs.join()
+
+    [call] = route.calls
+    request = call.request
+    assert request.headers["content-type"] == "application/json"
+    assert verify(alice.webhook_secret, request) == [True]
+    body = json.loads(request.content)
+    assert request.headers["webhook-id"] == body["id"]
+    assert body["community"] == "commons"
+    assert body["source"] == "randomness"
+    assert body["event_type"] == "lucky_number_changed"
+    assert body["data"] == {"number": 7}
+    assert body["initiator"] is None
+    assert body["seq"] == 1
+    assert float(body["timestamp"]) > 0
+
+
+async def test_failures_retry_with_the_same_id_and_keep_order(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    fast_retries: None,
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(EVENTS_URL).mock(
+        side_effect=[httpx.Response(503), httpx.ConnectError("down"), *[httpx.Response(200)] * 3]
+    )
+    for number in (1, 2, 3):
+        await lucky(client, alice, number)
+    await drain(runtime, jobs)
+
+    bodies = [json.loads(c.request.content) for c in route.calls]
+    assert [b["data"]["number"] for b in bodies] == [1, 1, 1, 2, 3]
+    ids = [c.request.headers["webhook-id"] for c in route.calls]
+    assert ids[0] == ids[1] == ids[2] != ids[3]
+    assert all(verify(alice.webhook_secret, c.request) == [True] for c in route.calls)
+
+
+async def test_retry_after_is_honoured(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(EVENTS_URL).respond(429, headers={"Retry-After": "120"})
+    await lucky(client, alice, 1)
+    await jobs.join()
+    async with runtime.sessions() as session:
+        delivery = await session.scalar(select(Delivery))
+    assert delivery is not None
+    assert delivery.status == "pending"
+    assert delivery.last_status_code == 429
+    wait = (delivery.next_attempt_at - utcnow()).total_seconds()
+    assert 110 < wait <= 120
+
+
+async def test_dead_after_the_last_retry_then_replayed(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    fast_retries: None,
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(EVENTS_URL).mock(
+        side_effect=[*[httpx.Response(500)] * 4, httpx.Response(200), httpx.Response(200)]
+    )
+    await lucky(client, alice, 1)
+    await drain(runtime, jobs)
+    await lucky(client, alice, 2)  # the partition moves on past the dead delivery
+    await drain(runtime, jobs)
+    assert [json.loads(c.request.content)["data"]["number"] for c in route.calls] == [1] * 4 + [2]
+
+    dead = await client.get("/api/internal/deliveries?status=dead", headers=alice.headers)
+    [entry] = dead.json()
+    assert entry["attempts"] == 4
+    assert entry["last_status_code"] == 500
+    first_id = route.calls[0].request.headers["webhook-id"]
+
+    replayed = await client.post(
+        f"/api/internal/deliveries/{entry['id']}/replay", headers=alice.headers
+    )
+    assert replayed.status_code == 200
+    assert replayed.json()["status"] == "pending"
+    await jobs.join()
+    assert route.calls[-1].request.headers["webhook-id"] == first_id
+    after = await client.get("/api/internal/deliveries?status=dead", headers=alice.headers)
+    assert after.json() == []
+
+
+async def test_gone_disables_the_endpoint_until_re_enabled(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(EVENTS_URL).mock(
+        side_effect=[httpx.Response(410), httpx.Response(200), httpx.Response(200)]
+    )
+    await lucky(client, alice, 1)
+    await lucky(client, alice, 2)
+    await drain(runtime, jobs)
+    assert len(route.calls) == 1  # nothing more is sent to a Gone endpoint
+
+    async with unit_of_work(runtime) as session:
+        driver = await session.scalar(select(Driver).where(Driver.name == "alice"))
+        assert driver is not None and driver.endpoint_disabled_at is not None
+        await deliveries.enable_endpoint(session, driver)
+    await drain(runtime, jobs)
+    numbers = [json.loads(c.request.content)["data"]["number"] for c in route.calls]
+    assert numbers == [1, 1, 2]
+
+
+async def test_subscriptions_filter_what_is_sent(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(EVENTS_URL).respond(200)
+    chosen = await client.put(
+        "/api/internal/subscriptions",
+        json={"event_types": ["process.*"]},
+        headers=alice.to("commons"),
+    )
+    assert chosen.status_code == 200
+    read = await client.get("/api/internal/subscriptions", headers=alice.to("commons"))
+    assert read.json() == {"event_types": ["process.*"]}
+
+    await lucky(client, alice, 1)
+    vote = await client.post(
+        "/api/internal/process/randomness.delayed-stochastic-vote",
+        json={"options": ["a", "b"]},
+        headers=alice.to("commons"),
+    )
+    await client.delete(vote.headers["Location"], headers=alice.to("commons"))
+    await jobs.join()
+    assert [json.loads(c.request.content)["event_type"] for c in route.calls] == [
+        "process.completed"
+    ]
+    logged = await client.get("/api/internal/events", headers=alice.headers)
+    assert [e["event_type"] for e in logged.json()] == [
+        "lucky_number_changed",
+        "process.completed",
+    ]
+
+
+async def test_process_updates_reach_the_callback_url(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    community: dict[str, Any],
+    jobs: LocalQueue,
+    respx_mock: respx.MockRouter,
+) -> None:
+    callback = respx_mock.post(CALLBACK_URL).respond(200)
+    vote = await client.post(
+        "/api/internal/process/randomness.delayed-stochastic-vote",
+        json={"options": ["a", "b"], "callback_url": CALLBACK_URL},
+        headers=alice.to("commons"),
+    )
+    closed = await client.delete(vote.headers["Location"], headers=alice.to("commons"))
+    await jobs.join()
+    [call] = callback.calls
+    body = json.loads(call.request.content)
+    assert body["event_type"] == "process.completed"
+    assert body["source"] == "randomness"
+    assert body["data"]["outcome"] == closed.json()["outcome"]
+    assert body["data"]["status"] == "completed"
+    assert verify(alice.webhook_secret, call.request) == [True]
+
+
+async def test_secret_rotation_signs_with_both_during_the_overlap(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(EVENTS_URL).respond(200)
+    async with unit_of_work(runtime) as session:
+        driver = await drivers.get_driver(session, "alice")
+        new_secret = await drivers.rotate_webhook_secret(
+            session, runtime.secrets, driver, overlap=timedelta(hours=1)
+        )
+    await lucky(client, alice, 1)
+    await jobs.join()
+    request = route.calls[0].request
+    assert verify(new_secret, request) == [True, False]
+    assert verify(alice.webhook_secret, request) == [False, True]
+
+
+async def test_events_can_be_read_back_by_their_driver_only(
+    client: httpx.AsyncClient, alice: DriverKey, bob: DriverKey, community: dict[str, Any]
+) -> None:
+    for number in (1, 2, 3):
+        await lucky(client, alice, number)
+    everything = (await client.get("/api/internal/events", headers=alice.headers)).json()
+    assert [e["data"]["number"] for e in everything] == [1, 2, 3]
+    after = everything[0]["event_id"]
+    rest = await client.get(f"/api/internal/events?after={after}&limit=1", headers=alice.headers)
+    assert [e["data"]["number"] for e in rest.json()] == [2]
+    assert (await client.get("/api/internal/events", headers=bob.headers)).json() == []
+    other = await client.get("/api/internal/events", headers=bob.to("commons"))
+    assert other.status_code == 404
+
+
+async def test_timeouts_count_as_failures(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(EVENTS_URL).mock(side_effect=httpx.ReadTimeout("slow driver"))
+    await lucky(client, alice, 1)
+    await jobs.join()
+    async with runtime.sessions() as session:
+        delivery = await session.scalar(select(Delivery))
+    assert delivery is not None
+    assert delivery.status == "pending"
+    assert delivery.attempts == 1
+    assert delivery.last_error is not None and "ReadTimeout" in delivery.last_error
+    assert delivery.lease_until is None
