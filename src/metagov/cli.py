@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
@@ -45,10 +44,9 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
 
 
 def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from metagov import logs
+
+    logs.configure(settings.log_level, settings.log_format)
 
 
 @app.command()
@@ -63,7 +61,8 @@ def serve(
 
     settings = _settings()
     _setup_logging(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    # Logging is configured above; uvicorn logs through it instead of its own setup.
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
 @app.command()

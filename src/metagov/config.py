@@ -79,6 +79,7 @@ class Settings(BaseSettings):
 
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("secret_keys", mode="before")
     @classmethod

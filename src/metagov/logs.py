@@ -1,0 +1,47 @@
+"""Logging setup: plain text for people, JSON lines for log pipelines.
+
+Records carry ids (``delivery_id``, ``webhook_id``, ``inbox_id``, ``community``, ``plugin`` …)
+as ``extra`` fields, which the JSON format emits as keys. Secrets are never passed to a logger,
+and the formatter drops any extra whose name suggests one, as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_SECRETISH = ("secret", "token", "password", "api_key", "authorization")
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key in _STANDARD or key.startswith("_"):
+                continue
+            if any(word in key.lower() for word in _SECRETISH):
+                continue
+            plain = isinstance(value, str | int | float | bool | None)
+            entry[key] = value if plain else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
