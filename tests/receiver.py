@@ -51,6 +51,11 @@ class DriverReceiver:
         async with asyncio.timeout(within), self._arrived:
             await self._arrived.wait_for(lambda: self.attempts >= count)
 
+    async def wait_answered(self, count: int, within: float = 20.0) -> None:
+        """Wait until ``count`` requests have been answered (and recorded in ``received``)."""
+        async with asyncio.timeout(within), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.received) >= count)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -69,7 +74,9 @@ class DriverReceiver:
                 await self.hang.wait()
             status = self.fail_with if self.failures > 0 else 200
             self.failures -= 1 if self.failures > 0 else 0
-            self.received.append(Received(path, headers, body, status))
+            async with self._arrived:
+                self.received.append(Received(path, headers, body, status))
+                self._arrived.notify_all()
             reason = {200: "OK", 410: "Gone", 429: "Too Many", 503: "Unavailable"}.get(status, "X")
             head = f"HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n"
             writer.write(head.encode() + b"\r\n")

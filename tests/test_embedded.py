@@ -55,7 +55,7 @@ async def test_webhook_in_signed_event_out(serving: FastAPI, http: httpx.AsyncCl
         headers = signing.standard_headers([SECRET], "msg_42", body)
         response = await http.post("/api/hooks/commons/webhook", content=body, headers=headers)
         assert response.status_code == 200
-        await receiver.wait_for(1)
+        await receiver.wait_answered(1)
 
     [received] = receiver.received
     assert received.path == "/events"
@@ -77,7 +77,7 @@ async def test_a_driver_that_is_down_gets_everything_after(
             body = json.dumps({"n": n}).encode()
             headers = signing.standard_headers([SECRET], f"msg_{n}", body)
             await http.post("/api/hooks/commons/webhook", content=body, headers=headers)
-        await receiver.wait_for(5)
+        await receiver.wait_answered(5)
     assert [r.json()["data"]["n"] for r in receiver.delivered] == [0, 1, 2]
     first_id = receiver.received[0].headers["webhook-id"]
     assert [r.headers["webhook-id"] for r in receiver.received[:3]] == [first_id] * 3
@@ -96,7 +96,7 @@ async def test_metrics_count_webhooks_and_deliveries(
         assert (
             await http.post("/api/hooks/commons/webhook", content=body, headers=forged)
         ).status_code == 401
-        await receiver.wait_for(1)
+        await receiver.wait_answered(1)
         await serving.state.runner.next_pass()
     text = (await http.get("/metrics")).text
     assert 'metagov_webhooks_rejected_total{plugin="webhook",reason="bad_signature"}' in text

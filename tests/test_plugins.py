@@ -229,7 +229,7 @@ async def test_metadata_and_schemas(
     assert body["schemas"]["config"]["required"] == ["team_id", "api_token"]
 
     schemas = await client.get("/api/internal/plugin-schemas", headers=alice.headers)
-    assert set(schemas.json()) == {"randomness", "echo"}
+    assert set(schemas.json()) == {"randomness", "echo", "webhook"}
     assert "default_low" in schemas.json()["randomness"]["properties"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +16,9 @@ from metagov.runtime import Runtime
 from metagov.services import communities, drivers
 
 COMMUNITY_HEADER = "X-Metagov-Community"
+# Row ids are 32-bit integers in the database; a larger number can name no row.
+MAX_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="A row id")]
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, Field
 
-from metagov.api.deps import COMMUNITY_HEADER, CurrentCommunity, CurrentDriver, SessionDep
+from metagov.api.deps import (
+    COMMUNITY_HEADER,
+    MAX_ID,
+    CurrentCommunity,
+    CurrentDriver,
+    RowId,
+    SessionDep,
+)
 from metagov.db.models import Community, Delivery
 from metagov.errors import ERROR_RESPONSES
 from metagov.services import communities, deliveries, events
@@ -42,7 +49,9 @@ async def list_events(
     session: SessionDep,
     driver: CurrentDriver,
     community: Annotated[Community | None, Depends(optional_community)],
-    after: Annotated[int, Query(ge=0, description="Only events with a greater event_id")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="Only events with a greater event_id")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventOut]:
     """The Driver's events, oldest first; with the community header, that community's only."""
@@ -104,7 +113,7 @@ async def list_deliveries(
 
 @router.post("/deliveries/{delivery_id}/replay", operation_id="deliveries.replay")
 async def replay_delivery(
-    delivery_id: int, session: SessionDep, driver: CurrentDriver
+    delivery_id: RowId, session: SessionDep, driver: CurrentDriver
 ) -> DeliveryOut:
     """Deliver again, with the original `webhook-id`."""
     [delivery] = await deliveries.replay(session, driver=driver, delivery_id=delivery_id)

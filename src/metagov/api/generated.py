@@ -5,20 +5,24 @@ exactly what every action and process takes and returns. (No ``from __future__ i
 annotations`` here: FastAPI must see the models bound in each closure, not strings.)
 """
 
+import inspect
 import re
+from collections.abc import Callable, Coroutine
 from enum import Enum
 from typing import Annotated, Any, Optional, cast
 
 from fastapi import APIRouter, Body, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from metagov.api.deps import CurrentCommunity, PublicCommunity, RuntimeDep, SessionDep
+from metagov.api.deps import CurrentCommunity, PublicCommunity, RowId, RuntimeDep, SessionDep
 from metagov.api.schemas import PluginOut, ProcessRecord, ProcessStart
 from metagov.errors import ERROR_RESPONSES
 from metagov.plugins.registry import ActionSpec, PluginSpec, ProcessSpec
 from metagov.services import actions as action_service
 from metagov.services import plugins as plugin_service
 from metagov.services import processes as process_service
+
+Endpoint = Callable[..., Coroutine[Any, Any, Any]]
 
 PlatformIdQuery = Annotated[
     str | None,
@@ -93,7 +97,7 @@ def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
         runtime: RuntimeDep,
         session: SessionDep,
         community: CurrentCommunity,
-        instance_id: int,
+        instance_id: RowId,
         config: Annotated[update_model, Body()],  # type: ignore[valid-type]
     ) -> PluginOut:
         instance = await plugin_service.get_instance(session, community, spec.name, instance_id)
@@ -125,6 +129,26 @@ def _action_body(spec: PluginSpec, action: ActionSpec) -> tuple[type[BaseModel],
     return body, required
 
 
+def _typed_body(model: type[BaseModel], required: bool) -> Callable[[Endpoint], Endpoint]:
+    """Give an endpoint's ``body`` parameter its real type: required (no default, `null`
+    refused) or optional. A ``def`` cannot choose between the two, so the signature is rewritten;
+    FastAPI reads endpoints through ``inspect.signature``."""
+
+    def rewrite(endpoint: Endpoint) -> Endpoint:
+        signature = inspect.signature(endpoint)
+        others = [p for p in signature.parameters.values() if p.name != "body"]
+        body = inspect.Parameter(
+            "body",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[model if required else Optional[model], Body()],  # noqa: UP045
+            default=inspect.Parameter.empty if required else None,
+        )
+        endpoint.__signature__ = signature.replace(parameters=[*others, body])  # type: ignore[attr-defined]
+        return endpoint
+
+    return rewrite
+
+
 def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> None:
     body_model, required = _action_body(spec, action)
     output = action.output_model
@@ -135,12 +159,11 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
         status_code=status.HTTP_200_OK if output else status.HTTP_204_NO_CONTENT,
         tags=tags,
     )
-    default_body = ... if required else None
 
     async def run(
         runtime: Any, session: Any, community: Any, body: BaseModel | None, pid: str | None
     ) -> Any:
-        params = getattr(body, "parameters", None) or action.input_model()
+        params = action.input_model() if body is None else body.parameters  # type: ignore[attr-defined]
         result = await action_service.perform_action(
             session, runtime, community, spec, action, params, community_platform_id=pid
         )
@@ -151,12 +174,13 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
         operation_id=f"{spec.name}.{action.slug}",
         **declared,  # type: ignore[arg-type]
     )
+    @_typed_body(body_model, required)
     async def perform(
         runtime: RuntimeDep,
         session: SessionDep,
         community: CurrentCommunity,
         community_platform_id: PlatformIdQuery = None,
-        body: Annotated[body_model | None, Body()] = default_body,  # type: ignore[valid-type]
+        body: Any = None,
     ) -> Any:
         return await run(runtime, session, community, body, community_platform_id)
 
@@ -168,12 +192,13 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
         operation_id=f"{spec.name}.{action.slug}.public",
         **declared,  # type: ignore[arg-type]
     )
+    @_typed_body(body_model, required)
     async def perform_public(
         runtime: RuntimeDep,
         session: SessionDep,
         community: PublicCommunity,
         community_platform_id: PlatformIdQuery = None,
-        body: Annotated[body_model | None, Body()] = default_body,  # type: ignore[valid-type]
+        body: Any = None,
     ) -> Any:
         return await run(runtime, session, community, body, community_platform_id)
 
@@ -234,7 +259,7 @@ def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> 
         response_model=record_model,
         tags=tags,
     )
-    async def read(session: SessionDep, community: CurrentCommunity, process_id: int) -> Any:
+    async def read(session: SessionDep, community: CurrentCommunity, process_id: RowId) -> Any:
         process = await process_service.get_process(
             session, community, spec.name, pspec.slug, process_id
         )
@@ -248,7 +273,7 @@ def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> 
         tags=tags,
     )
     async def close(
-        runtime: RuntimeDep, session: SessionDep, community: CurrentCommunity, process_id: int
+        runtime: RuntimeDep, session: SessionDep, community: CurrentCommunity, process_id: RowId
     ) -> Any:
         process = await process_service.get_process(
             session, community, spec.name, pspec.slug, process_id, lock=True

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from metagov.api.deps import CurrentCommunity, CurrentDriver, RuntimeDep, SessionDep
+from metagov.api.deps import MAX_ID, CurrentCommunity, CurrentDriver, RowId, RuntimeDep, SessionDep
 from metagov.api.schemas import (
     EventTypeInfo,
     PluginMetadata,
@@ -83,7 +83,7 @@ async def plugin_schemas(runtime: RuntimeDep, _: CurrentDriver) -> dict[str, dic
     operation_id="plugins.disable",
 )
 async def disable_plugin(
-    name: str, instance_id: int, session: SessionDep, community: CurrentCommunity
+    name: str, instance_id: RowId, session: SessionDep, community: CurrentCommunity
 ) -> Response:
     """Disable a plugin instance. Its open processes are cancelled."""
     instance = await plugin_service.get_instance(session, community, name, instance_id)
@@ -98,7 +98,7 @@ async def list_processes(
     status: ProcessStatusName | None = None,
     plugin: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[ProcessRecord]:
     """The community's processes, newest first."""
     found = await process_service.list_processes(

@@ -66,7 +66,9 @@ async def sweep(runtime: Runtime) -> SweepReport:
     due_processes = list(dict.fromkeys([*closing, *updating]))
 
     jobs = [
-        *(Job.of("deliver", p, key=f"deliver:{p}:{seq}") for p, seq in partitions),
+        # The key changes with each attempt: a job id held by a crashed worker (arq keeps it
+        # "in progress" until its timeout) must not swallow the retry.
+        *(Job.of("deliver", p, key=f"deliver:{p}:{seq}:{n}") for p, seq, n in partitions),
         *(webhooks.handle_job(i) for i in inbox),
         *(Job.of("run_process", i) for i in due_processes),
         *(Job.of("run_task", i, name) for i, name in due_tasks),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, cast
@@ -106,6 +107,8 @@ def build_worker(
         runtime = await stack.enter_async_context(Runtime.open(settings, registry))
         runtime.queue = ArqQueue(ctx["redis"], owns_pool=False)
         ctx["runtime"] = runtime
+        if burst:  # one sweep instead of the cron, whose next tick would keep the queue non-empty
+            await ctx["redis"].enqueue_job("sweep", _job_id=f"sweep:burst:{uuid.uuid4()}")
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await stack.aclose()
@@ -115,7 +118,9 @@ def build_worker(
     return Worker(
         functions=functions,
         queue_name=QUEUE_NAME,
-        cron_jobs=[
+        cron_jobs=[]
+        if burst
+        else [
             cron(
                 _arq_function("sweep", FUNCTIONS["sweep"]).coroutine,
                 name="sweep-cron",
@@ -132,7 +137,7 @@ def build_worker(
         job_deserializer=deserialize,
         keep_result=0,
         max_tries=3,
-        job_timeout=600,
+        job_timeout=300,
         max_jobs=max_jobs,
         burst=burst,
         poll_delay=0.05 if burst else 0.2,

@@ -220,10 +220,11 @@ async def deliver_partition(runtime: Runtime, partition: str, *, limit: int = 10
     return delivered
 
 
-async def due_partitions(session: AsyncSession, now: datetime) -> list[tuple[str, int]]:
-    """Partitions with a pending delivery that is due and not leased, with their lowest seq."""
+async def due_partitions(session: AsyncSession, now: datetime) -> list[tuple[str, int, int]]:
+    """Partitions with a pending delivery that is due and not leased: with their lowest seq and
+    the most attempts made, which together tell a retry apart from the first try."""
     rows = await session.execute(
-        select(Delivery.partition, func.min(Delivery.seq))
+        select(Delivery.partition, func.min(Delivery.seq), func.max(Delivery.attempts))
         .where(
             Delivery.status == PENDING,
             Delivery.next_attempt_at <= now,
@@ -231,7 +232,7 @@ async def due_partitions(session: AsyncSession, now: datetime) -> list[tuple[str
         )
         .group_by(Delivery.partition)
     )
-    return [(partition, int(seq)) for partition, seq in rows.all()]
+    return [(partition, int(seq), int(attempts)) for partition, seq, attempts in rows.all()]
 
 
 async def list_deliveries(
