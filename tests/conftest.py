@@ -98,7 +98,7 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def _empty_tables(url: str) -> None:
+async def empty_tables(url: str) -> None:
     engine = create_engine(url)
     try:
         async with engine.begin() as conn:
@@ -111,7 +111,7 @@ async def _empty_tables(url: str) -> None:
 @pytest.fixture
 async def database_url(backend: str, database_urls: dict[str, str]) -> AsyncIterator[str]:
     url = database_urls[backend]
-    await _empty_tables(url)
+    await empty_tables(url)
     yield url
 
 

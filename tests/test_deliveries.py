@@ -320,3 +320,21 @@ async def test_timeouts_count_as_failures(
     assert delivery.attempts == 1
     assert delivery.last_error is not None and "ReadTimeout" in delivery.last_error
     assert delivery.lease_until is None
+
+
+async def test_replay_since_needs_a_time_zone(
+    client: httpx.AsyncClient, alice: DriverKey, community: dict[str, Any]
+) -> None:
+    naive = await client.post(
+        "/api/internal/deliveries/replay",
+        json={"since": "2026-01-01T00:00:00"},
+        headers=alice.headers,
+    )
+    assert naive.status_code == 422
+    assert naive.json()["errors"][0]["loc"] == ["body", "since"]
+    aware = await client.post(
+        "/api/internal/deliveries/replay",
+        json={"since": "2026-01-01T00:00:00Z"},
+        headers=alice.headers,
+    )
+    assert aware.json() == {"replayed": 0}

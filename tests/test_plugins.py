@@ -229,7 +229,7 @@ async def test_metadata_and_schemas(
     assert body["schemas"]["config"]["required"] == ["team_id", "api_token"]
 
     schemas = await client.get("/api/internal/plugin-schemas", headers=alice.headers)
-    assert set(schemas.json()) == {"randomness", "echo", "webhook"}
+    assert set(schemas.json()) == {"randomness", "echo", "webhook", "slack"}
     assert "default_low" in schemas.json()["randomness"]["properties"]
 
 
@@ -239,11 +239,15 @@ async def test_key_rotation_re_encrypts_under_the_new_key(
     await enable_echo(client, alice)
     new_key = generate_key()
     async with runtime.sessions() as session, session.begin():
-        assert await rotate_secrets(session, SecretBox([new_key, TEST_SECRET_KEY])) == 1
+        # the echo instance, and the Driver's event signing secret
+        assert await rotate_secrets(session, SecretBox([new_key, TEST_SECRET_KEY])) == 2
     async with runtime.engine.connect() as conn:
         token = (
             await conn.execute(
                 text("SELECT secrets FROM plugin_instances WHERE secrets IS NOT NULL")
             )
         ).scalar_one()
-    assert SecretBox([new_key]).decrypt(token) == {"api_token": TOKEN}
+        signing = (await conn.execute(text("SELECT webhook_secret FROM drivers"))).scalar_one()
+    only_new = SecretBox([new_key])
+    assert only_new.decrypt(token) == {"api_token": TOKEN}
+    assert only_new.decrypt_text(signing) == alice.webhook_secret

@@ -44,10 +44,11 @@ from metagov.jobs.worker import QUEUE_NAME, ArqQueue, build_worker
 from metagov.runtime import Runtime
 from metagov.services import drivers
 from tests.conftest import (
+    BACKENDS,
     RANDOMNESS,
     TEST_SECRET_KEY,
     DriverKey,
-    _empty_tables,
+    empty_tables,
     make_community,
     make_driver,
     make_registry,
@@ -66,13 +67,13 @@ BURST_SWEEP_INTERVAL = 60.0
 # --- fixtures and helpers ---------------------------------------------------------------------
 
 
-@pytest.fixture(params=["postgresql"])
+# Workers run against PostgreSQL only (SQLite has one writer and no SKIP LOCKED). A developer who
+# leaves PostgreSQL out of METAGOV_TEST_BACKENDS leaves these out too; CI always runs both.
+@pytest.fixture(params=[b for b in BACKENDS if b == "postgresql"])
 async def pg_url(request: pytest.FixtureRequest, database_urls: dict[str, str]) -> str:
     """The session's PostgreSQL database, emptied (as conftest's ``database_url`` does)."""
-    url = database_urls.get(str(request.param))
-    if url is None:
-        pytest.fail("these tests need PostgreSQL: add postgresql to METAGOV_TEST_BACKENDS")
-    await _empty_tables(url)
+    url = database_urls[str(request.param)]
+    await empty_tables(url)
     return url
 
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from metagov import __version__
-from metagov.api import communities, events, generated, health, hooks, plugins
+from metagov.api import auth, communities, events, generated, health, hooks, plugins
 from metagov.api.middleware import BodySizeLimit
 from metagov.config import Settings
 from metagov.db import migrate
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(hooks.router)
+    app.include_router(auth.router)
     app.include_router(events.router)
     app.include_router(communities.router)
     app.include_router(plugins.router)

@@ -297,4 +297,4 @@ def keys_rotate() -> None:
     settings = _settings()
     box = SecretBox([k.get_secret_value() for k in settings.secret_keys])
     count = _with_session(lambda s: rotate_secrets(s, box))
-    typer.echo(f"re-encrypted the secrets of {count} plugin instance(s)")
+    typer.echo(f"re-encrypted the secrets of {count} plugin instance(s) and driver(s)")

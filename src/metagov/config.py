@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     driver_api_key: SecretStr | None = None
     driver_event_url: str | None = None
 
+    auth_redirect_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Driver URLs that OAuth installs may redirect back to (exact, without query)",
+    )
+
     plugins_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     plugins_block: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -95,7 +100,7 @@ class Settings(BaseSettings):
     def runs_jobs_in_process(self) -> bool:
         return self.jobs_in_process if self.jobs_in_process is not None else not self.redis_url
 
-    @field_validator("plugins_allow", "plugins_block", mode="before")
+    @field_validator("plugins_allow", "plugins_block", "auth_redirect_allowlist", mode="before")
     @classmethod
     def _parse_plugin_lists(cls, value: object) -> object:
         return _split_csv(value)

@@ -129,6 +129,17 @@ class UpstreamError(PluginError):
     code = "upstream_error"
 
 
+class RateLimited(PluginError):
+    """The platform asked us to slow down; the client should retry after ``retry_after``."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 def field_errors(raw: Sequence[Any], *, prefix: Sequence[str | int] = ()) -> list[FieldError]:
     """Convert pydantic's error dicts into :class:`FieldError`, prefixing each location."""
     out = []
@@ -156,6 +167,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "Conflict (for example several plugin instances match)",
         413: "Request body too large",
         422: "Invalid input; `errors` names each field",
+        429: "The platform is rate limiting; retry after `Retry-After` seconds",
+        502: "The platform failed or could not be reached",
     }.items()
 }
 
@@ -169,6 +182,8 @@ def _json(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -
 async def _metagov_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MetagovError)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
     return _json(exc.status_code, exc.body(), headers)
 
 

@@ -12,7 +12,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Standard record attributes, and uvicorn's duplicate of the message with terminal colours.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 _SECRETISH = ("secret", "token", "password", "api_key", "authorization")
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from metagov.api.deps import (
     COMMUNITY_HEADER,
@@ -121,7 +121,9 @@ async def replay_delivery(
 
 
 class ReplayRequest(BaseModel):
-    since: datetime | None = Field(None, description="Dead deliveries created at or after this")
+    since: AwareDatetime | None = Field(
+        None, description="Dead deliveries created at or after this (with a time zone)"
+    )
 
 
 class ReplayResult(BaseModel):

@@ -90,6 +90,7 @@ class PluginSpec:
     tasks: dict[str, TaskSpec]
     event_types: tuple[EventType, ...]
     webhooks: WebhookScope | None
+    oauth: bool
     source: str
 
     def action(self, slug: str) -> ActionSpec:
@@ -119,9 +120,16 @@ class PluginRegistry:
     def __iter__(self) -> typing.Iterator[PluginSpec]:
         return iter(self.plugins.values())
 
-    def add(self, plugin_cls: type[Plugin[Any]], *, source: str = "code") -> PluginSpec:
-        spec = inspect_plugin(plugin_cls, source=source)
-        if spec.name in self.plugins:
+    def add(
+        self,
+        plugin_cls: type[Plugin[Any]],
+        *,
+        source: str = "code",
+        settings: BaseModel | None = None,
+    ) -> PluginSpec:
+        """Check and register a plugin; ``settings`` overrides its settings from the environment."""
+        spec = inspect_plugin(plugin_cls, source=source, settings=settings)
+        if spec.name in self.plugins and self.plugins[spec.name].source != source:
             other = self.plugins[spec.name].source
             raise PluginLoadError(f"plugin {spec.name!r} from {source} clashes with {other}")
         self.plugins[spec.name] = spec
@@ -182,7 +190,9 @@ def _candidates() -> list[tuple[str, typing.Callable[[], type[Plugin[Any]]]]]:
     return found
 
 
-def inspect_plugin(plugin_cls: Any, *, source: str = "code") -> PluginSpec:
+def inspect_plugin(
+    plugin_cls: Any, *, source: str = "code", settings: BaseModel | None = None
+) -> PluginSpec:
     """Check every declaration of ``plugin_cls`` and build its :class:`PluginSpec`."""
     if not (inspect.isclass(plugin_cls) and issubclass(plugin_cls, Plugin)):
         raise PluginLoadError(f"{source}: {plugin_cls!r} is not a subclass of metagov Plugin")
@@ -209,6 +219,14 @@ def inspect_plugin(plugin_cls: Any, *, source: str = "code") -> PluginSpec:
         raise fail("method 'initialize' must be async")
 
     instance = plugin_cls()
+    if plugin_cls.settings_model is not None:
+        try:
+            instance.settings = settings if settings is not None else plugin_cls.settings_model()
+        except Exception as exc:
+            raise fail(f"its settings are invalid: {exc}") from exc
+    oauth = plugin_cls.oauth_exchange is not Plugin.oauth_exchange
+    if oauth and plugin_cls.oauth_authorize_url is Plugin.oauth_authorize_url:
+        raise fail("implements 'oauth_exchange' but not 'oauth_authorize_url'")
     actions: dict[str, ActionSpec] = {}
     tasks: dict[str, TaskSpec] = {}
     for attr_name, member in inspect.getmembers(plugin_cls):
@@ -261,6 +279,7 @@ def inspect_plugin(plugin_cls: Any, *, source: str = "code") -> PluginSpec:
         tasks=tasks,
         event_types=event_types,
         webhooks=webhooks,
+        oauth=oauth,
         source=source,
     )
 

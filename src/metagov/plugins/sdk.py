@@ -32,16 +32,20 @@ from urllib.parse import parse_qs
 import httpx
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from metagov.errors import PluginError, UpstreamError
+from metagov.errors import PluginError, RateLimited, UpstreamError
 
 __all__ = [
     "AuthType",
     "EventType",
     "GovernanceProcess",
+    "Initiator",
+    "OAuthError",
+    "OAuthInstall",
     "Plugin",
     "PluginContext",
     "PluginError",
     "ProcessContext",
+    "RateLimited",
     "State",
     "UpstreamError",
     "WebhookAccepted",
@@ -167,7 +171,14 @@ class PluginContext(Generic[ConfigT]):
     state: State
     http: httpx.AsyncClient
     log: logging.LoggerAdapter[logging.Logger]
+    settings: Any = None  # the plugin's app-wide settings (``Plugin.settings_model``)
     emitted: list[EmittedEvent] = field(default_factory=list)
+    disable_reason: str | None = None
+
+    def disable_instance(self, reason: str) -> None:
+        """Ask the core to disable this instance once the call succeeds (the platform revoked
+        our access); its open processes are cancelled and the Driver is told."""
+        self.disable_reason = reason
 
     def emit_event(
         self,
@@ -215,6 +226,26 @@ class ProcessContext(PluginContext[ConfigT], Generic[ConfigT, OutcomeT]):
         """Mark the process failed; ``message`` is shown to the Driver in ``errors``."""
         self.errors.append({"message": message, **details})
         self.requested_status = "failed"
+
+
+@dataclass(frozen=True)
+class OAuthInstall:
+    """What an OAuth exchange yields: the platform tenant and the instance config to store
+    (secrets included; the core encrypts them), plus who installed it."""
+
+    community_platform_id: str
+    config: dict[str, Any]
+    installer_user_id: str | None = None
+
+
+class OAuthError(Exception):
+    """The install cannot go on; ``code`` and ``description`` are sent to the Driver's
+    redirect URI as ``error`` and ``error_description``."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
 
 
 class WebhookScope(StrEnum):
@@ -372,6 +403,11 @@ class Plugin(Generic[ConfigT]):
     - ``webhooks``: set to a :class:`WebhookScope` to receive webhooks; then ``verify_webhook``
       checks each one before anything is stored, and ``receive_webhook`` handles it later, in a
       job (it should be idempotent: a job may run twice).
+    - ``settings_model``: app-wide settings (a pydantic-settings class reading e.g.
+      ``METAGOV_SLACK__*``), available as ``self.settings``; for credentials of a platform-wide
+      app, not of one community.
+    - ``oauth_authorize_url`` and ``oauth_exchange``: implement both to let communities install
+      the plugin through ``/auth/{plugin}/authorize``.
     """
 
     name: ClassVar[str]
@@ -382,9 +418,21 @@ class Plugin(Generic[ConfigT]):
     processes: ClassVar[tuple[type[GovernanceProcess[Any, Any, Any]], ...]] = ()
     event_types: ClassVar[tuple[EventType, ...]] = ()
     webhooks: ClassVar[WebhookScope | None] = None
+    settings_model: ClassVar[type[BaseModel] | None] = None
+    settings: Any = None  # an instance of settings_model, set by the registry
 
     async def initialize(self, ctx: PluginContext[ConfigT]) -> None:
         return None
+
+    def oauth_authorize_url(self, *, kind: str, redirect_uri: str, state: str) -> str:
+        """The platform's authorize URL for ``kind`` (``app`` install or ``user`` login)."""
+        raise NotImplementedError
+
+    async def oauth_exchange(
+        self, *, kind: str, code: str, redirect_uri: str, http: httpx.AsyncClient
+    ) -> OAuthInstall:
+        """Trade the callback's ``code`` for credentials; raise :class:`OAuthError` to refuse."""
+        raise NotImplementedError
 
     async def verify_webhook(
         self, request: WebhookRequest, config: ConfigT | None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -94,6 +95,11 @@ async def record_event(
     return event
 
 
+def _iso(moment: datetime) -> str:
+    """UTC times as the API writes them (``…Z``), so events and responses look alike."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def process_record(process: Process, community_slug: str) -> dict[str, Any]:
     """A process as Drivers see it, in API responses and in process events."""
     return {
@@ -104,9 +110,9 @@ def process_record(process: Process, community_slug: str) -> dict[str, Any]:
         "url": process.url,
         "outcome": process.outcome,
         "errors": process.errors,
-        "closing_at": process.closing_at.isoformat() if process.closing_at else None,
-        "created_at": process.created_at.isoformat(),
-        "updated_at": process.updated_at.isoformat(),
+        "closing_at": _iso(process.closing_at) if process.closing_at else None,
+        "created_at": _iso(process.created_at),
+        "updated_at": _iso(process.updated_at),
     }
 
 

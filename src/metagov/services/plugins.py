@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.crypto import SecretBox
-from metagov.db.models import Community, PluginInstance, Process
+from metagov.db.models import Community, Driver, PluginInstance, Process
 from metagov.errors import AmbiguousPlugin, Conflict, InvalidInput, NotFound
 from metagov.plugins.registry import PluginSpec
 from metagov.plugins.sdk import PluginContext, State
@@ -108,6 +108,7 @@ def build_context(
         config=config if config is not None else load_config(runtime, spec, instance),
         state=State(instance.state),
         http=runtime.http,
+        settings=spec.plugin.settings,
         log=logging.LoggerAdapter(
             log.getChild(spec.name),
             {"community": community.slug, "plugin_instance": instance.id},
@@ -117,8 +118,9 @@ def build_context(
 
 async def save_effects(
     session: AsyncSession, instance: PluginInstance, ctx: PluginContext[Any]
-) -> None:
-    """Persist what a plugin call did: its state changes and the events it emitted."""
+) -> bool:
+    """Persist what a plugin call did: its state changes, the events it emitted, and a request
+    to disable the instance. Returns whether the instance was disabled."""
     if ctx.state.changed:
         # Re-read under a row lock so that concurrent calls touching other keys keep theirs.
         await session.refresh(instance, ["state"], with_for_update=True)
@@ -133,6 +135,22 @@ async def save_effects(
             initiator=emitted.initiator,
         )
     ctx.emitted.clear()
+    if ctx.disable_reason is None:
+        return False
+    await events.record_event(
+        session,
+        instance.community_id,
+        source=ctx.plugin_name,
+        event_type="plugin.disabled",
+        data={
+            "plugin": ctx.plugin_name,
+            "id": instance.id,
+            "community_platform_id": instance.community_platform_id or None,
+            "reason": ctx.disable_reason,
+        },
+    )
+    await disable_instance(session, instance)
+    return True
 
 
 async def list_instances(session: AsyncSession, community: Community) -> Sequence[PluginInstance]:
@@ -301,12 +319,20 @@ async def disable_instance(session: AsyncSession, instance: PluginInstance) -> N
 
 
 async def rotate_secrets(session: AsyncSession, box: SecretBox) -> int:
-    """Re-encrypt every instance's secrets under the newest key; returns how many were."""
-    rows = await session.scalars(select(PluginInstance).where(PluginInstance.secrets.is_not(None)))
+    """Re-encrypt everything encrypted at rest (plugin secrets and Drivers' signing secrets)
+    under the newest key; returns how many rows were."""
     count = 0
-    for instance in rows:
+    for instance in await session.scalars(
+        select(PluginInstance).where(PluginInstance.secrets.is_not(None))
+    ):
         if instance.secrets is not None:
             instance.secrets = box.rotate(instance.secrets)
             count += 1
+    for driver in await session.scalars(select(Driver)):
+        if driver.webhook_secret:
+            driver.webhook_secret = box.rotate(driver.webhook_secret)
+        if driver.previous_webhook_secret:
+            driver.previous_webhook_secret = box.rotate(driver.previous_webhook_secret)
+        count += 1
     await session.flush()
     return count

@@ -53,6 +53,7 @@ def _context(
         state=base.state,
         http=base.http,
         log=base.log,
+        settings=base.settings,
         process_id=process.id,
         parameters=dict(process.parameters),
         process_state=State(process.state),

@@ -67,7 +67,7 @@ async def receive(
     if community_slug is not None:
         community = await session.scalar(select(Community).where(Community.slug == community_slug))
         if community is None:
-            raise NotFound(f"community {community_slug!r} not found")
+            raise NotFound(f"community {community_slug!r} not found", code="unknown_community")
         instance = await plugin_service.resolve_instance(
             session, community, plugin, request.query.get("community_platform_id")
         )
@@ -189,7 +189,8 @@ async def _dispatch(
     community = await session.get_one(Community, instance.community_id)
     ctx = plugin_service.build_context(runtime, spec, community, instance)
     await spec.plugin.receive_webhook(ctx, request)
-    await plugin_service.save_effects(session, instance, ctx)
+    if await plugin_service.save_effects(session, instance, ctx):
+        return  # the platform revoked us: the instance and its processes are gone
     open_processes = await session.scalars(
         select(Process)
         .where(

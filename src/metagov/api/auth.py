@@ -1,0 +1,54 @@
+"""OAuth install routes: a browser follows these, so errors before the state is trusted are JSON,
+and every error after it goes back to the Driver's redirect URI."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import RedirectResponse
+
+from metagov.api.deps import RuntimeDep, SessionDep
+from metagov.errors import ERROR_RESPONSES
+from metagov.services import oauth
+
+router = APIRouter(prefix="/auth", tags=["oauth"], responses=ERROR_RESPONSES)
+
+Text = Annotated[str, Query(max_length=2000)]
+
+
+@router.get("/{plugin}/authorize", operation_id="oauth.authorize", status_code=302)
+async def authorize(
+    plugin: str,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    community: Annotated[str, Query(max_length=64)],
+    redirect_uri: Text,
+    type: Annotated[str, Query(pattern="^(app|user)$")] = "app",
+    state: Annotated[str | None, Query(max_length=500)] = None,
+) -> RedirectResponse:
+    """Start installing a plugin (``type=app``) or logging a user in (``type=user``)."""
+    url = await oauth.authorize(
+        session,
+        runtime,
+        plugin,
+        kind=type,
+        community=community,
+        redirect_uri=redirect_uri,
+        driver_state=state,
+    )
+    return RedirectResponse(url, status_code=302)
+
+
+@router.get("/{plugin}/callback", operation_id="oauth.callback", status_code=302)
+async def callback(
+    plugin: str,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    state: Text,
+    code: Annotated[str | None, Query(max_length=500)] = None,
+    error: Annotated[str | None, Query(max_length=200)] = None,
+) -> RedirectResponse:
+    """Where the platform sends the browser back; ends at the Driver's redirect URI."""
+    url = await oauth.callback(session, runtime, plugin, state_token=state, code=code, error=error)
+    return RedirectResponse(url, status_code=302)
