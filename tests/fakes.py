@@ -18,6 +18,7 @@ from metagov.plugins.sdk import (
     PluginError,
     ProcessContext,
     action,
+    task,
 )
 
 
@@ -128,6 +129,13 @@ class EchoPlugin(Plugin[EchoConfig]):
         value = int(ctx.state.get("count", 0)) + 1
         ctx.state.set("count", value)
         return Counter(count=value)
+
+    @task(every=timedelta(minutes=5))
+    async def tick(self, ctx: EchoCtx) -> None:
+        """Counts its runs; fails for the team named "broken", which must not stop the others."""
+        if ctx.config.team_id == "broken":
+            raise RuntimeError("the platform is down")
+        ctx.state.set("ticks", ctx.state.get("ticks", 0) + 1)
 
     @action("forget", description="Returns nothing")
     async def forget(self, ctx: EchoCtx, params: Empty) -> None:
