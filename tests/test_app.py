@@ -140,3 +140,25 @@ async def test_openapi_has_one_typed_operation_per_declaration(client: httpx.Asy
     )
     assert (await client.get("/docs")).status_code == 200
     assert (await client.get("/redoc")).status_code == 200
+
+
+async def test_nul_characters_are_refused_at_the_door(
+    client: httpx.AsyncClient, alice: DriverKey
+) -> None:
+    body = await client.post(
+        "/api/internal/community",
+        content=b'{"slug": "a", "readable_name": "x\\u0000y"}',
+        headers={**alice.headers, "Content-Type": "application/json"},
+    )
+    assert body.status_code == 422
+    assert body.json()["code"] == "nul_character"
+    path = await client.get("/api/internal/community/a%00b", headers=alice.headers)
+    assert path.status_code == 422
+    query = await client.get("/api/internal/process?plugin=%00", headers=alice.headers)
+    assert query.status_code == 422
+    escaped = await client.post(
+        "/api/internal/community",
+        json={"slug": "fine", "readable_name": "a \\u0000 is just text here"},
+        headers=alice.headers,
+    )
+    assert escaped.status_code == 201

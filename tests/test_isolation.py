@@ -300,7 +300,7 @@ async def alice_rows(runtime: Runtime, alice: DriverKey) -> dict[str, list[dict[
         for model in (PluginInstance, Process, Event, Delivery):
             table = model.__table__
             query = select(table).where(table.c.community_id.in_(ids)).order_by(table.c.id)
-            rows[table.name] = await rows_of(query)
+            rows[model.__tablename__] = await rows_of(query)
     return rows
 
 

@@ -275,6 +275,7 @@ async def test_install_errors_go_back_to_the_driver(
         query = {"error": "access_denied", "state": state}
     elif case == "not_admin":
         mock_oauth(respx_mock, admin=False)
+        revoked = respx_mock.post(f"{API}/auth.revoke").respond(json={"ok": True, "revoked": True})
     elif case == "elsewhere":
         await make_community(client, alice, "other")
         other = {**alice.to("other")}
@@ -296,6 +297,8 @@ async def test_install_errors_go_back_to_the_driver(
     assert params["state"] == ["driver-state-1"]
     community = await client.get("/api/internal/community/commons", headers=alice.headers)
     assert [p["name"] for p in community.json()["plugins"]] == ["randomness"]
+    if case == "not_admin":  # the token Slack granted is given back, not left in the workspace
+        assert revoked.calls[0].request.headers["authorization"] == f"Bearer {BOT_TOKEN}"
 
 
 async def test_install_refuses_unknown_redirects_and_forged_state(
@@ -476,7 +479,7 @@ async def test_method_is_allow_listed_and_cannot_override_the_token(
         headers=headers,
     )
     assert refused.status_code == 400
-    assert refused.json()["code"] == "method_not_allowed"
+    assert refused.json()["code"] == "slack_method_not_allowed"
     token = await client.post(
         "/api/internal/action/slack.method",
         json={"parameters": {"method": "users.info", "params": {"token": "xoxp-other"}}},
@@ -716,3 +719,50 @@ async def test_emoji_vote_needs_an_audience(
     )
     assert response.status_code == 422
     assert "channel or eligible_voters" in response.json()["detail"]
+
+
+async def test_only_bot_token_revocation_disables(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    installed: dict[str, Any],
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(DRIVER_EVENTS).respond(200)
+    users_only = {"type": "tokens_revoked", "tokens": {"oauth": ["U1234"], "bot": []}}
+    await post_event(client, users_only, "Ev0USERS")
+    await settle(runtime)
+    community = await client.get("/api/internal/community/commons", headers=alice.headers)
+    assert "slack" in [p["name"] for p in community.json()["plugins"]]
+    bot = {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["UBOT"]}}
+    await post_event(client, bot, "Ev0BOT")
+    await settle(runtime)
+    community = await client.get("/api/internal/community/commons", headers=alice.headers)
+    assert [p["name"] for p in community.json()["plugins"]] == ["randomness"]
+
+
+async def test_slack_outage_during_install_goes_back_to_the_driver(
+    client: httpx.AsyncClient, alice: DriverKey, respx_mock: respx.MockRouter
+) -> None:
+    state = our_state(await authorize(client))
+    respx_mock.post(f"{API}/oauth.v2.access").respond(503)
+    done = await client.get(f"/auth/slack/callback?{urlencode({'code': 'c', 'state': state})}")
+    assert done.status_code == 302
+    assert parse_qs(urlsplit(done.headers["location"]).query)["error"] == ["upstream_error"]
+
+
+async def test_closing_at_needs_a_time_zone(
+    client: httpx.AsyncClient, alice: DriverKey, installed: dict[str, Any]
+) -> None:
+    response = await client.post(
+        "/api/internal/process/slack.emoji-vote",
+        json={
+            "title": "x",
+            "poll_type": "boolean",
+            "channel": "C1",
+            "closing_at": "2030-01-01T00:00:00",
+        },
+        headers=alice.to("commons"),
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "closing_at"]

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from metagov import __version__
 from metagov.api import auth, communities, events, generated, health, hooks, plugins
-from metagov.api.middleware import BodySizeLimit
+from metagov.api.middleware import AccessLog, BodySizeLimit, RejectNulCharacters
 from metagov.config import Settings
 from metagov.db import migrate
 from metagov.errors import install_error_handlers
@@ -83,7 +83,9 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RejectNulCharacters)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)
     app.include_router(health.router)
     app.include_router(hooks.router)
     app.include_router(auth.router)

@@ -62,7 +62,8 @@ def serve(
     settings = _settings()
     _setup_logging(settings)
     # Logging is configured above; uvicorn logs through it instead of its own setup.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    # uvicorn's own access log would print query strings (OAuth codes); the app logs requests.
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Annotated, Any, Optional, cast
 
 from fastapi import APIRouter, Body, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from metagov.api.deps import CurrentCommunity, PublicCommunity, RowId, RuntimeDep, SessionDep
 from metagov.api.schemas import PluginOut, ProcessRecord, ProcessStart
@@ -117,9 +117,9 @@ def _without_missing_secrets(config: BaseModel, spec: PluginSpec) -> dict[str, A
 
 
 def _action_body(spec: PluginSpec, action: ActionSpec) -> tuple[type[BaseModel], bool]:
-    """The request body ``{"parameters": {...}}``; optional when no parameter is required."""
+    """The request body ``{"parameters": {...}}``; optional when the parameters can be empty."""
     model = action.input_model
-    required = any(field.is_required() for field in model.model_fields.values())
+    required = not _accepts_empty(model)
     default: Any = ... if required else Field(default_factory=model)
     body: type[BaseModel] = create_model(
         _camel(spec.name, action.slug, "request"),
@@ -127,6 +127,16 @@ def _action_body(spec: PluginSpec, action: ActionSpec) -> tuple[type[BaseModel],
         parameters=(model, default),
     )
     return body, required
+
+
+def _accepts_empty(model: type[BaseModel]) -> bool:
+    """Whether ``{}`` is valid parameters: no required field, and no validator that wants one
+    of several optional fields."""
+    try:
+        model()
+    except ValidationError:
+        return False
+    return True
 
 
 def _typed_body(model: type[BaseModel], required: bool) -> Callable[[Endpoint], Endpoint]:

@@ -23,6 +23,17 @@ from metagov.jobs.queue import Job, ring_after_commit
 PROCESS_EVENT_SOURCE_PREFIX = "process."
 
 
+def _storable(value: Any) -> Any:
+    """Replace NUL characters (which PostgreSQL cannot store) in platform data with U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
 def partition_of(community_id: int, url: str) -> str:
     """Deliveries to one endpoint about one community keep their order within this key."""
     return hashlib.sha256(f"{community_id}|{url}".encode()).hexdigest()[:32]
@@ -64,9 +75,9 @@ async def record_event(
         community_id=community_id,
         seq=seq,
         source=source,
-        event_type=event_type,
-        data=data,
-        initiator=initiator,
+        event_type=_storable(event_type),
+        data=_storable(data),
+        initiator=_storable(initiator),
         process_id=process.id if process is not None else None,
     )
     session.add(event)

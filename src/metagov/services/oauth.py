@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.db.models import Community, PluginInstance
-from metagov.errors import BadRequest, NotFound
+from metagov.errors import BadRequest, MetagovError, NotFound
 from metagov.plugins.registry import PluginSpec
 from metagov.plugins.sdk import OAuthError
 from metagov.runtime import Runtime
@@ -154,7 +154,8 @@ async def callback(
     code: str | None,
     error: str | None,
 ) -> str:
-    """Finish the install; returns where to redirect the browser (the Driver, always)."""
+    """Finish the install; returns where to redirect the browser (the Driver, always, once the
+    state is trusted)."""
     spec = oauth_spec(runtime, plugin)
     state = read_state(runtime, state_token, plugin)
     if error or not code:
@@ -167,44 +168,50 @@ async def callback(
             state, error="unknown_community", error_description="The community no longer exists"
         )
     try:
-        install = await spec.plugin.oauth_exchange(
-            kind=state.kind,
-            code=code,
-            redirect_uri=callback_url(runtime, plugin),
-            http=runtime.http,
-        )
+        async with session.begin_nested():  # a refused install leaves nothing half-written
+            return await _finish(session, runtime, spec, state, community, code)
     except OAuthError as exc:
         return back_to_driver(state, error=exc.code, error_description=exc.description)
+    except MetagovError as exc:  # the platform failed, or refused the resulting config
+        return back_to_driver(state, error=exc.code, error_description=exc.detail)
+
+
+async def _installed_in(
+    session: AsyncSession, plugin: str, platform_id: str, *, community: Community, here: bool
+) -> str | None:
+    """The slug of a community (this one, or another) where the tenant is already installed."""
+    same = Community.id == community.id if here else Community.id != community.id
+    slug: str | None = await session.scalar(
+        select(Community.slug)
+        .join(PluginInstance, PluginInstance.community_id == Community.id)
+        .where(
+            PluginInstance.name == plugin,
+            PluginInstance.community_platform_id == platform_id,
+            same,
+        )
+    )
+    return slug
+
+
+async def _finish(
+    session: AsyncSession,
+    runtime: Runtime,
+    spec: PluginSpec,
+    state: FlowState,
+    community: Community,
+    code: str,
+) -> str:
+    install = await spec.plugin.oauth_exchange(
+        kind=state.kind, code=code, redirect_uri=callback_url(runtime, spec.name), http=runtime.http
+    )
+    pid = install.community_platform_id
     if state.kind == "user":
-        installed = await session.scalar(
-            select(PluginInstance.id).where(
-                PluginInstance.community_id == community.id,
-                PluginInstance.name == plugin,
-                PluginInstance.community_platform_id == install.community_platform_id,
-            )
-        )
-        if installed is None:
-            return back_to_driver(
-                state,
-                error="not_installed",
-                error_description="This workspace is not installed in the community",
-            )
+        if await _installed_in(session, spec.name, pid, community=community, here=True) is None:
+            raise OAuthError("not_installed", "This workspace is not installed in the community")
         return back_to_driver(state, community=community.slug, user_id=install.installer_user_id)
-    if state.kind == "app":
-        elsewhere = await session.scalar(
-            select(Community.slug)
-            .join(PluginInstance, PluginInstance.community_id == Community.id)
-            .where(
-                PluginInstance.name == plugin,
-                PluginInstance.community_platform_id == install.community_platform_id,
-                Community.id != community.id,
-            )
+    if await _installed_in(session, spec.name, pid, community=community, here=False):
+        raise OAuthError(
+            "already_installed", "This workspace is already installed in another community"
         )
-        if elsewhere is not None:
-            return back_to_driver(
-                state,
-                error="already_installed",
-                error_description="This workspace is already installed in another community",
-            )
-        await plugin_service.enable_plugin(session, runtime, community, spec, install.config)
+    await plugin_service.enable_plugin(session, runtime, community, spec, install.config)
     return back_to_driver(state, community=community.slug)

@@ -9,6 +9,7 @@ reaches the votes; uninstalling the app disables the instance.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -45,7 +46,6 @@ from metagov.plugins.slack.schemas import (
 from metagov.plugins.slack.votes import AdvancedVote, EmojiVote
 
 TOLERANCE_SECONDS = 300
-REVOKING_EVENTS = frozenset({"app_uninstalled", "tokens_revoked"})
 
 Ctx = PluginContext[SlackConfig]
 
@@ -146,7 +146,7 @@ class SlackPlugin(Plugin[SlackConfig]):
             event,
             {"user_id": user, "provider": "slack", "is_metagov_bot": bot},
         )
-        if kind in REVOKING_EVENTS:
+        if kind == "app_uninstalled" or (kind == "tokens_revoked" and _bot_revoked(event)):
             ctx.disable_instance(f"slack: {kind}")
 
     # --- OAuth ------------------------------------------------------------------------------
@@ -196,7 +196,13 @@ class SlackPlugin(Plugin[SlackConfig]):
         info = await SlackClient(http, self.app.api_url, token).call("users.info", {"user": user})
         member = info.get("user") or {}
         if not (member.get("is_admin") or member.get("is_owner")):
+            await self._revoke(http, token)
             raise OAuthError("not_admin", "Only a workspace admin or owner can install Metagov")
+
+    async def _revoke(self, http: httpx.AsyncClient, token: str) -> None:
+        """Give back a token we will not keep, so a refused install leaves nothing behind."""
+        with contextlib.suppress(PluginError):  # best effort: the install is refused anyway
+            await SlackClient(http, self.app.api_url, token).call("auth.revoke")
 
     # --- actions ----------------------------------------------------------------------------
 
@@ -217,7 +223,11 @@ class SlackPlugin(Plugin[SlackConfig]):
             },
         )
         ts = str(posted["ts"])
-        link = await slack.call("chat.getPermalink", {"channel": channel, "message_ts": ts})
+        try:
+            link = await slack.call("chat.getPermalink", {"channel": channel, "message_ts": ts})
+        except PluginError:
+            # The message is out; failing now would make a retrying Driver post it twice.
+            link = {}
         return PostedMessage(
             channel=str(posted.get("channel", channel)), ts=ts, permalink=link.get("permalink")
         )
@@ -228,10 +238,15 @@ class SlackPlugin(Plugin[SlackConfig]):
             raise PluginError(
                 f"Slack method {params.method!r} is not allowed here "
                 "(METAGOV_SLACK__METHOD_ALLOWLIST)",
-                code="method_not_allowed",
+                code="slack_method_not_allowed",
             )
         response = await client_for(ctx).call(params.method, params.params)
         return MethodResult(response=response)
+
+
+def _bot_revoked(event: dict[str, Any]) -> bool:
+    """Whether a ``tokens_revoked`` event takes the bot's token (users' own tokens don't count)."""
+    return bool((event.get("tokens") or {}).get("bot"))
 
 
 def _action_stamp(payload: dict[str, Any]) -> str | None:

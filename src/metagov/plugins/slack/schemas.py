@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_METHODS = (
@@ -49,7 +48,7 @@ BOT_SCOPES = (
 class SlackSettings(BaseSettings):
     """The Slack app's credentials, shared by every community (``METAGOV_SLACK__*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="METAGOV_SLACK__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="METAGOV_SLACK__", env_file=".env", extra="ignore")
 
     client_id: str | None = None
     client_secret: SecretStr | None = None
@@ -141,7 +140,9 @@ class VoteAudience(BaseModel):
     eligible_voters: list[str] | None = Field(None, min_length=1, max_length=8)
     ineligible_voters: list[str] = Field(default_factory=list)
     ineligible_voter_message: str = DEFAULT_INELIGIBLE_MESSAGE
-    closing_at: datetime | None = Field(None, description="Closes by itself at this time")
+    closing_at: AwareDatetime | None = Field(
+        None, description="Closes by itself at this time (with a time zone)"
+    )
 
     @model_validator(mode="after")
     def _somewhere(self) -> Self:
