@@ -242,6 +242,12 @@ async def test_install_happy_path(
     assert done.status_code == 302
     assert done.headers["location"] == f"{DONE}?community=commons&state=driver-state-1"
     assert "xox" not in done.headers["location"]
+    replayed = await client.get(
+        f"/auth/slack/callback?{urlencode({'code': 'the-code', 'state': state})}"
+    )
+    assert replayed.status_code == 400
+    assert replayed.json()["code"] == "invalid_state"
+    assert len(granted.calls) == 1
 
     sent = granted.calls[0].request
     assert sent.headers["authorization"].startswith("Basic ")

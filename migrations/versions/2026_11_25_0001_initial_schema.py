@@ -1,9 +1,9 @@
 """Initial schema: Drivers, communities, plugin instances, processes, events and their
-deliveries (the outbox), inbound webhooks (the inbox), periodic task schedules.
+deliveries (the outbox), inbound webhooks (the inbox), periodic task schedules, used OAuth states.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 22:07:01.120106
+Create Date: 2026-11-25 22:45:18.999367
 """
 
 from collections.abc import Sequence
@@ -41,6 +41,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("api_key_hash", name=op.f("uq_drivers_api_key_hash")),
         sa.UniqueConstraint("name", name=op.f("uq_drivers_name")),
         sqlite_autoincrement=True,
+    )
+    op.create_table(
+        "used_oauth_states",
+        sa.Column("nonce", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", metagov.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("nonce", name=op.f("pk_used_oauth_states")),
     )
     op.create_table(
         "communities",
@@ -327,4 +333,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_communities_driver_id"))
 
     op.drop_table("communities")
+    op.drop_table("used_oauth_states")
     op.drop_table("drivers")

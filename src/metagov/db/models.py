@@ -226,3 +226,13 @@ class TaskSchedule(Base):
     task_name: Mapped[str] = mapped_column(String(100), primary_key=True)
     next_run_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class UsedOAuthState(Base):
+    """Nonces of OAuth states already used, so a callback URL cannot be replayed. Rows can be
+    deleted once ``expires_at`` has passed: an expired state is refused anyway."""
+
+    __tablename__ = "used_oauth_states"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime]

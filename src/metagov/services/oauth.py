@@ -16,12 +16,14 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from metagov.db.models import Community, PluginInstance
+from metagov.db.base import utcnow
+from metagov.db.models import Community, PluginInstance, UsedOAuthState
 from metagov.errors import BadRequest, MetagovError, NotFound
 from metagov.plugins.registry import PluginSpec
 from metagov.plugins.sdk import OAuthError
@@ -158,6 +160,7 @@ async def callback(
     state is trusted)."""
     spec = oauth_spec(runtime, plugin)
     state = read_state(runtime, state_token, plugin)
+    await _use_once(session, state)
     if error or not code:
         return back_to_driver(
             state, error=error or "missing_code", error_description="The install was not approved"
@@ -174,6 +177,18 @@ async def callback(
         return back_to_driver(state, error=exc.code, error_description=exc.description)
     except MetagovError as exc:  # the platform failed, or refused the resulting config
         return back_to_driver(state, error=exc.code, error_description=exc.detail)
+
+
+async def _use_once(session: AsyncSession, state: FlowState) -> None:
+    """Record the state's nonce; a second callback with the same state is refused."""
+    if await session.get(UsedOAuthState, state.nonce) is not None:
+        raise InvalidState("this OAuth state was already used; start the install again")
+    now = utcnow()
+    await session.execute(delete(UsedOAuthState).where(UsedOAuthState.expires_at < now))
+    session.add(
+        UsedOAuthState(nonce=state.nonce, expires_at=datetime.fromtimestamp(state.expires, UTC))
+    )
+    await session.flush()
 
 
 async def _installed_in(
