@@ -70,23 +70,8 @@ class BodySizeLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "detail": f"request body is larger than {self.max_bytes} bytes",
-                "code": "payload_too_large",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"request body is larger than {self.max_bytes} bytes"
+        await send_error(send, 413, detail, "payload_too_large")
 
 
 def _has_nul(value: object) -> bool:
@@ -152,16 +137,17 @@ class RejectNulCharacters:
 
 
 async def _unprocessable(send: Send, where: str) -> None:
-    payload = json.dumps(
-        {
-            "detail": f"{where} contains a NUL character, which cannot be stored",
-            "code": "nul_character",
-        }
-    ).encode()
+    detail = f"{where} contains a NUL character, which cannot be stored"
+    await send_error(send, 422, detail, "nul_character")
+
+
+async def send_error(send: Send, status: int, detail: str, code: str) -> None:
+    """Answer with the gateway's JSON error body, from middleware that runs outside the app."""
+    payload = json.dumps({"detail": detail, "code": code}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 422,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),

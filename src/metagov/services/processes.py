@@ -10,7 +10,7 @@ deadline close happens exactly once however many schedulers race for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from metagov.db.base import utcnow
 from metagov.db.models import Community, PluginInstance, Process
 from metagov.errors import Conflict, NotFound
 from metagov.plugins.registry import PluginSpec, ProcessSpec
-from metagov.plugins.sdk import ProcessContext, State, WebhookRequest
+from metagov.plugins.sdk import GovernanceProcess, ProcessContext, State, WebhookRequest
 from metagov.runtime import Runtime
 from metagov.services import events, lifecycle
 from metagov.services.lifecycle import ProcessStatus
@@ -197,6 +197,28 @@ async def _instance_of(session: AsyncSession, process: Process) -> PluginInstanc
     return instance
 
 
+async def _run_hook(
+    session: AsyncSession,
+    runtime: Runtime,
+    community: Community,
+    process: Process,
+    call: Callable[[GovernanceProcess[Any, Any, Any], ProcessContext[Any, Any]], Awaitable[None]],
+    *,
+    default: ProcessStatus | None,
+) -> Process:
+    """Run one hook of an existing process and apply what it recorded: the one path that close,
+    update and webhooks share."""
+    spec = runtime.registry.get(process.plugin_name)
+    pspec = spec.process(process.name)
+    instance = await _instance_of(session, process)
+    ctx = _context(runtime, spec, pspec, community, instance, process)
+    await call(pspec.handler, ctx)
+    await _apply(session, community, process, pspec, ctx, default=default)
+    await save_effects(session, instance, ctx)
+    await session.flush()
+    return process
+
+
 async def close_process(
     session: AsyncSession, runtime: Runtime, community: Community, process: Process
 ) -> Process:
@@ -204,32 +226,25 @@ async def close_process(
     complete the process, unless the hook failed it. ``process`` must be locked by the caller."""
     if not lifecycle.is_open(process):
         raise lifecycle.InvalidTransition(f"process {process.id} is already {process.status}")
-    spec = runtime.registry.get(process.plugin_name)
-    pspec = spec.process(process.name)
-    if not pspec.closable:
+    if not runtime.registry.get(process.plugin_name).process(process.name).closable:
         raise Conflict(f"{process.full_name} cannot be closed early; it ends on the platform")
-    instance = await _instance_of(session, process)
-    ctx = _context(runtime, spec, pspec, community, instance, process)
-    await pspec.handler.close(ctx)
-    await _apply(session, community, process, pspec, ctx, default=ProcessStatus.COMPLETED)
-    await save_effects(session, instance, ctx)
-    await session.flush()
-    return process
+    return await _run_hook(
+        session,
+        runtime,
+        community,
+        process,
+        lambda handler, ctx: handler.close(ctx),
+        default=ProcessStatus.COMPLETED,
+    )
 
 
 async def update_process(
     session: AsyncSession, runtime: Runtime, community: Community, process: Process
 ) -> Process:
     """Run the plugin's ``update`` hook (polling the platform) for a pending process."""
-    spec = runtime.registry.get(process.plugin_name)
-    pspec = spec.process(process.name)
-    instance = await _instance_of(session, process)
-    ctx = _context(runtime, spec, pspec, community, instance, process)
-    await pspec.handler.update(ctx)
-    await _apply(session, community, process, pspec, ctx, default=None)
-    await save_effects(session, instance, ctx)
-    await session.flush()
-    return process
+    return await _run_hook(
+        session, runtime, community, process, lambda handler, ctx: handler.update(ctx), default=None
+    )
 
 
 async def receive_webhook(
@@ -240,13 +255,14 @@ async def receive_webhook(
     request: WebhookRequest,
 ) -> None:
     """Hand a webhook of the process's instance to its ``receive_webhook`` hook."""
-    spec = runtime.registry.get(process.plugin_name)
-    pspec = spec.process(process.name)
-    instance = await _instance_of(session, process)
-    ctx = _context(runtime, spec, pspec, community, instance, process)
-    await pspec.handler.receive_webhook(ctx, request)
-    await _apply(session, community, process, pspec, ctx, default=None)
-    await save_effects(session, instance, ctx)
+    await _run_hook(
+        session,
+        runtime,
+        community,
+        process,
+        lambda handler, ctx: handler.receive_webhook(ctx, request),
+        default=None,
+    )
 
 
 # --- scheduler passes -------------------------------------------------------------------------
