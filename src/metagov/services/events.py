@@ -9,6 +9,7 @@ keep that order.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from metagov.db.models import Community, Delivery, Driver, Event, Process
 from metagov.jobs.queue import Job, ring_after_commit
 
-PROCESS_EVENT_SOURCE_PREFIX = "process."
+log = logging.getLogger(__name__)
 
 
 def _storable(value: Any) -> Any:
@@ -82,6 +83,15 @@ async def record_event(
     )
     session.add(event)
     await session.flush()
+    log.info(
+        "event recorded",
+        extra={
+            "event_id": event.id,
+            "community_id": community_id,
+            "event_type": event.event_type,
+            "process_id": event.process_id,
+        },
+    )
 
     driver = await session.get_one(Driver, driver_id)
     targets: list[tuple[str, str]] = []

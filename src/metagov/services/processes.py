@@ -322,7 +322,9 @@ async def run_due_process(
                 return True
             return False
     except Exception as exc:
-        log.exception("process %s: scheduled hook failed", process_id)
+        log.exception(
+            "process %s: scheduled hook failed", process_id, extra={"process_id": process_id}
+        )
         await _record_failure(runtime, process_id, exc)
         return False
 
