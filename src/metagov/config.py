@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         default_factory=lambda: [SecretStr(DEVELOPMENT_SECRET_KEY)]
     )
     auto_migrate: bool = True
+    db_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connections kept open")
+    db_max_overflow: int = Field(default=20, ge=0, description="Extra connections under load")
+    db_pool_pre_ping: bool = Field(
+        default=False,
+        description="Test each connection before use (a round trip per request); without it a "
+        "connection the server dropped fails one request and is replaced",
+    )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
     driver_api_key: SecretStr | None = None

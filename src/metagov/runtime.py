@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from metagov.config import Settings
@@ -30,13 +32,20 @@ class Runtime:
     http: httpx.AsyncClient
     # Replaced by the app or the worker with the queue of their mode.
     queue: JobQueue = field(default_factory=NullQueue)
+    # Decrypted, validated plugin configs, keyed by what changes when the config does.
+    config_cache: dict[tuple[int, datetime, str | None], BaseModel] = field(default_factory=dict)
 
     @classmethod
     @asynccontextmanager
     async def open(
         cls, settings: Settings, registry: PluginRegistry | None = None
     ) -> AsyncIterator[Runtime]:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_pre_ping=settings.db_pool_pre_ping,
+        )
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.http_timeout_seconds),
             follow_redirects=False,

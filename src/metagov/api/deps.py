@@ -21,7 +21,9 @@ MAX_ID = 2**31 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="A row id")]
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are ``async def`` even when they do not await: FastAPI runs plain ``def``
+# dependencies in a thread pool, which costs more than they do.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -59,7 +61,7 @@ async def current_driver(
 CurrentDriver = Annotated[Driver, Depends(current_driver)]
 
 
-def _community_header(
+async def _community_header(
     x_metagov_community: Annotated[
         str | None,
         Header(

@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import (
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    pool_pre_ping: bool = False,
+    **kwargs: Any,
+) -> AsyncEngine:
     """Create the process's one engine for ``url``.
 
     On SQLite every transaction starts with ``BEGIN IMMEDIATE``: SQLite has a single writer, and a
@@ -27,7 +34,15 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    # Connections are recycled every half hour, below common proxy and firewall idle timeouts.
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=pool_pre_ping,
+        pool_recycle=1800,
+        **kwargs,
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -86,11 +86,27 @@ def stored_secrets(runtime: Runtime, instance: PluginInstance) -> dict[str, Any]
     return runtime.secrets.decrypt(instance.secrets) if instance.secrets else {}
 
 
+CONFIG_CACHE_SIZE = 1024
+
+
 def load_config(runtime: Runtime, spec: PluginSpec, instance: PluginInstance) -> BaseModel:
-    """The instance's config as the plugin's model, secrets decrypted."""
-    return spec.config_model.model_validate(
-        {**instance.config, **stored_secrets(runtime, instance)}
-    )
+    """The instance's config as the plugin's model, secrets decrypted.
+
+    Decrypting and validating on every webhook and action is most of their cost, so the result is
+    kept per process, keyed by the instance, its ``updated_at`` (every config change moves it)
+    and its ciphertext (key rotation changes that). Plugins get the same object each call, so
+    each call gets a shallow copy.
+    """
+    key = (instance.id, instance.updated_at, instance.secrets)
+    found = runtime.config_cache.get(key)
+    if found is None:
+        found = spec.config_model.model_validate(
+            {**instance.config, **stored_secrets(runtime, instance)}
+        )
+        if len(runtime.config_cache) >= CONFIG_CACHE_SIZE:
+            runtime.config_cache.clear()
+        runtime.config_cache[key] = found
+    return found.model_copy()
 
 
 def build_context(
