@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench
+.PHONY: install run test lint format bench bench-quick
 
 $(BIN)/python:
 	python3 -m venv $(VENV)
@@ -15,13 +15,22 @@ run: install
 	$(BIN)/metagov serve
 
 lint: install
-	$(BIN)/ruff check src tests migrations
-	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench
 	$(BIN)/mypy
 
+# The quick benchmark runs with the tests so that it never rots; its figures are not judged.
 test: lint
 	$(BIN)/python -m pytest
+	$(BIN)/python -m bench --quick
+
+# The full benchmark (about 15 minutes): see docs/benchmarks.md.
+bench: install
+	$(BIN)/python -m bench
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
 
 format: install
-	$(BIN)/ruff format src tests migrations
-	$(BIN)/ruff check --fix src tests migrations
+	$(BIN)/ruff format src tests migrations bench
+	$(BIN)/ruff check --fix src tests migrations bench

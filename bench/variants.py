@@ -1,0 +1,143 @@
+"""What-if runs: the ``metagov`` command with one or more suggested fixes applied as monkeypatches,
+to measure a fix before anyone changes ``src/``. Nothing here is used by a normal bench run.
+
+``python -m bench.variants pool,noping,inline-deps -- serve --port 8000``
+
+- ``pool``: a connection pool as large as the load (``pool_size=20, max_overflow=20``) instead of
+  SQLAlchemy's default 5 + 10, whose overflow connections are closed on return and reopened on the
+  next checkout (a new PostgreSQL backend per burst);
+- ``noping``: no ``pool_pre_ping``, which costs three round trips (``BEGIN; ;  ROLLBACK``) per
+  checkout with asyncpg;
+- ``inline-deps``: FastAPI runs sync dependencies (``get_runtime``, ``_community_header``) inline
+  instead of in the thread pool: the effect of declaring them ``async def``;
+- ``cache-config``: ``load_config`` (Fernet decryption + pydantic validation of a plugin
+  instance's config) cached per instance and ``updated_at``;
+- ``quiet``: no per-request or per-job INFO lines (the access log, httpx's "HTTP Request", arq's
+  job start and end lines);
+- ``uvloop``: uvloop's event loop (the worker uses asyncio's; ``metagov serve`` already has uvloop);
+- ``cprofile``: not a fix: profiles the process on the CPU clock (see :func:`cprofile`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def _engine_kwargs(**overrides: Any) -> None:
+    import metagov.db.engine as engine
+
+    original = getattr(engine, "create_async_engine")  # noqa: B009
+
+    def create(url: Any, **kwargs: Any) -> Any:
+        if not str(url).startswith("sqlite"):
+            kwargs.update(overrides)
+        return original(url, **kwargs)
+
+    setattr(engine, "create_async_engine", create)  # noqa: B010
+
+
+def pool() -> None:
+    _engine_kwargs(pool_size=20, max_overflow=20)
+
+
+def noping() -> None:
+    _engine_kwargs(pool_pre_ping=False)
+
+
+def inline_deps() -> None:
+    import fastapi.dependencies.utils as utils
+
+    async def inline(func: Any, *args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    setattr(utils, "run_in_threadpool", inline)  # noqa: B010
+
+
+def cache_config() -> None:
+    from metagov.services import plugins
+
+    original = plugins.load_config
+    cache: dict[tuple[int, Any, str], Any] = {}
+
+    def load_config(runtime: Any, spec: Any, instance: Any) -> Any:
+        key = (instance.id, instance.updated_at, instance.secrets or "")
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = original(runtime, spec, instance)
+        return found
+
+    setattr(plugins, "load_config", load_config)  # noqa: B010
+
+
+def quiet() -> None:
+    import logging
+
+    for name in ("uvicorn.access", "metagov.access", "httpx", "arq.worker", "arq.jobs"):
+        logging.getLogger(name).disabled = True
+
+
+def use_uvloop() -> None:
+    import asyncio
+
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def cprofile() -> None:
+    """Profile the whole process with cProfile on the CPU clock (``time.process_time``), and
+    write ``$BENCH_CPROFILE_DIR/<command>-<pid>.prof`` at exit (``python -m pstats`` reads it).
+    cProfile roughly doubles the cost of Python-heavy code: read the shares, not the times."""
+    import atexit
+    import cProfile
+    import os
+    import time
+    from pathlib import Path
+
+    profiler = cProfile.Profile(time.process_time)
+    command = next((a for a in sys.argv if a in ("serve", "worker")), "metagov")
+    out = Path(os.environ.get("BENCH_CPROFILE_DIR", ".")) / f"{command}-{os.getpid()}.prof"
+
+    def dump() -> None:
+        profiler.disable()
+        profiler.dump_stats(out)
+
+    atexit.register(dump)
+    profiler.enable()
+
+
+PATCHES = {
+    "pool": pool,
+    "noping": noping,
+    "inline-deps": inline_deps,
+    "cache-config": cache_config,
+    "quiet": quiet,
+    "uvloop": use_uvloop,
+    "cprofile": cprofile,
+}
+
+
+def main() -> None:
+    names, _, rest = " ".join(sys.argv[1:]).partition(" -- ")
+    for name in filter(None, names.split(",")):
+        PATCHES[name]()
+    from metagov.cli import app
+
+    if "quiet" in names.split(","):
+        # logs.configure runs inside the command; disable the access logger again after it.
+        import metagov.logs as logs
+
+        configure = logs.configure
+
+        def configure_quietly(level: str, fmt: str) -> None:
+            configure(level, fmt)
+            quiet()
+
+        setattr(logs, "configure", configure_quietly)  # noqa: B010
+    sys.argv = ["metagov", *rest.split()]
+    app()
+
+
+if __name__ == "__main__":
+    main()
