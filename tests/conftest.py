@@ -39,42 +39,33 @@ BACKENDS = [
 TEST_SECRET_KEY = generate_key()
 
 
-def create_pg_database() -> str:
-    """A new, empty PostgreSQL database for this test session; returns its URL."""
+def _admin(sql: str) -> None:
+    """Run one statement on the PostgreSQL server's maintenance database."""
     import asyncpg
 
-    name = f"metagov_test_{uuid.uuid4().hex[:10]}"
     admin = make_url(PG_URL)
 
-    async def create() -> None:
+    async def run() -> None:
         conn = await asyncpg.connect(
             host=admin.host, port=admin.port, user=admin.username, database=admin.database
         )
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(create())
-    return admin.set(database=name).render_as_string(hide_password=False)
+    asyncio.run(run())
+
+
+def create_pg_database() -> str:
+    """A new, empty PostgreSQL database for this test session; returns its URL."""
+    name = f"metagov_test_{uuid.uuid4().hex[:10]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_pg_database(url: str) -> None:
-    import asyncpg
-
-    admin = make_url(PG_URL)
-    name = make_url(url).database
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(
-            host=admin.host, port=admin.port, user=admin.username, database=admin.database
-        )
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    _admin(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
