@@ -178,3 +178,17 @@ async def test_plugin_not_enabled_is_404(
     response = await client.post(HOOK, content=body, headers=standard_signed(body))
     assert response.status_code == 404
     assert response.json()["code"] == "plugin_not_enabled"
+
+
+async def test_events_keep_the_order_webhooks_arrived_in(
+    client: httpx.AsyncClient, alice: DriverKey, hooked: dict[str, Any], runtime: Runtime
+) -> None:
+    for n in range(3):
+        body = json.dumps({"action": f"step-{n}"}).encode()
+        await client.post(HOOK, content=body, headers=standard_signed(body, msg_id=f"msg_{n}"))
+    async with runtime.sessions() as session:
+        ids = sorted((await session.scalars(select(InboundWebhook.id))).all())
+    # The jobs run newest first: the older webhooks are still handled before it.
+    assert await webhooks.handle(runtime, ids[2])
+    assert not await webhooks.handle(runtime, ids[0])  # already handled, nothing to do
+    assert [e["event_type"] for e in await events(client, alice)] == ["step-0", "step-1", "step-2"]

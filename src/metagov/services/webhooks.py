@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -137,16 +137,49 @@ async def _has_instances(session: AsyncSession, plugin: str, accepted: WebhookAc
 
 
 async def handle(runtime: Runtime, inbox_id: int) -> bool:
-    """Run the plugin's receiver and the open processes' hooks for one stored webhook.
+    """Handle one stored webhook, after any older one of the same sender still waiting.
 
-    Idempotent: a webhook already handled is skipped. Returns whether it was handled now.
+    Webhooks of one plugin instance (or platform tenant) become events in the order they arrived,
+    so their events reach the Driver in that order too, however the jobs were scheduled. An older
+    webhook whose handler failed and is waiting for its retry does not hold the others back.
+    Idempotent: a webhook already handled is skipped. Returns whether ``inbox_id`` was handled now.
     """
+    async with runtime.sessions() as session:
+        row = await session.get(InboundWebhook, inbox_id)
+        if row is None or row.status != PENDING:
+            return False
+        same_sender = and_(
+            InboundWebhook.plugin_name == row.plugin_name,
+            InboundWebhook.plugin_instance_id == row.plugin_instance_id
+            if row.plugin_instance_id is not None
+            else InboundWebhook.community_platform_id == row.community_platform_id,
+        )
+    while True:
+        async with runtime.sessions() as session:
+            oldest = await session.scalar(
+                select(func.min(InboundWebhook.id)).where(
+                    same_sender,
+                    InboundWebhook.status == PENDING,
+                    InboundWebhook.next_attempt_at <= utcnow(),
+                    InboundWebhook.id <= inbox_id,
+                )
+            )
+        if oldest is None:
+            return False
+        handled = await _handle_one(runtime, oldest)
+        if oldest == inbox_id:
+            return handled
+
+
+async def _handle_one(runtime: Runtime, inbox_id: int) -> bool:
+    """Run the plugin's receiver and the open processes' hooks for one stored webhook."""
     try:
         async with unit_of_work(runtime) as session:
+            # Wait for (not skip) a row another job is handling: it then is no longer pending.
             row = await session.scalar(
                 select(InboundWebhook)
                 .where(InboundWebhook.id == inbox_id, InboundWebhook.status == PENDING)
-                .with_for_update(skip_locked=True)
+                .with_for_update()
             )
             if row is None:
                 return False
