@@ -35,6 +35,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_cpu() -> dict[str, float]:
+    """Machine-wide CPU seconds since boot, summed over all CPUs: busy, steal and total."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    busy = user + nice + system + irq + softirq
+    return {
+        "busy": busy / CLK_TCK,
+        "steal": steal / CLK_TCK,
+        "total": (busy + idle + iowait + steal) / CLK_TCK,
+    }
+
+
 def children_cpu_seconds(pid: int) -> float:
     """CPU seconds of the exited children a process has waited for (cutime + cstime)."""
     try:
