@@ -7,9 +7,6 @@ the cost of a platform call measured in W3 is then the HTTP round trip, not the 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
 import random
 from typing import Any
 
@@ -38,23 +35,8 @@ def make_handler(token: str) -> httpserver.Handler:
     return handle
 
 
-async def amain(port: int, token: str) -> None:
-    server = await httpserver.start(make_handler(token), "127.0.0.1", port)
-    async with server:
-        await server.serve_forever()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    token = os.environ["BENCH_FAKE_TOKEN"]
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(amain(args.port, token))
-    else:
-        uvloop.run(amain(args.port, token))
+    httpserver.run_main(make_handler, "BENCH_FAKE_TOKEN")
 
 
 if __name__ == "__main__":

@@ -57,3 +57,27 @@ async def start(handler: Handler, host: str, port: int) -> asyncio.Server:
         await serve_connection(handler, reader, writer)
 
     return await asyncio.start_server(on_connect, host, port, backlog=1024)
+
+
+def run_main(make_handler: Callable[[str], Handler], secret_env: str) -> None:
+    """Command-line entry of a helper server: ``--port N``, its secret from ``secret_env``, served
+    forever on 127.0.0.1 (on uvloop when it is installed)."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    handler = make_handler(os.environ[secret_env])
+
+    async def serve() -> None:
+        server = await start(handler, "127.0.0.1", args.port)
+        async with server:
+            await server.serve_forever()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve())
+    else:
+        uvloop.run(serve())

@@ -11,10 +11,7 @@ forgets.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import os
 import time
 from typing import Any
 
@@ -111,24 +108,8 @@ class Receiver:
         }
 
 
-async def amain(port: int, secret: str) -> None:
-    receiver = Receiver(secret)
-    server = await httpserver.start(receiver.handle, "127.0.0.1", port)
-    async with server:
-        await server.serve_forever()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    secret = os.environ["BENCH_RECEIVER_SECRET"]
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(amain(args.port, secret))
-    else:
-        uvloop.run(amain(args.port, secret))
+    httpserver.run_main(lambda secret: Receiver(secret).handle, "BENCH_RECEIVER_SECRET")
 
 
 if __name__ == "__main__":
