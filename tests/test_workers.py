@@ -3,7 +3,8 @@ on a real loopback socket.
 
 These tests only make sense on PostgreSQL with Redis (the production mode), so their database
 fixture is parametrized over PostgreSQL alone. They use their own Redis database
-(``REDIS_URL``), emptied before and after each test.
+(``REDIS_URL``, database 5 unless ``METAGOV_TEST_REDIS_URL`` names another), emptied before
+and after each test.
 
 In-process workers run in burst mode (they stop once the queue is empty). They are given
 ``sweep_interval_seconds=60``: with the default of 1 s, the sweep cron keeps a deferred job in the
@@ -56,7 +57,7 @@ from tests.conftest import (
 )
 from tests.receiver import DriverReceiver, Received
 
-REDIS_URL = "redis://127.0.0.1:6379/5"
+REDIS_URL = os.environ.get("METAGOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 LUCKY = "/api/internal/action/randomness.set-lucky-number"
 VOTE = "/api/internal/process/randomness.delayed-stochastic-vote"
 RETRY_SCHEDULE = [0.2] * 8
