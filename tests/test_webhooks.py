@@ -10,6 +10,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy import select, text
 
 from metagov.db.models import InboundWebhook
 from metagov.jobs.functions import sweep
+from metagov.jobs.queue import Job
 from metagov.runtime import Runtime
 from metagov.services import webhooks
 from tests.conftest import DriverKey, count_rows
@@ -192,3 +194,39 @@ async def test_events_keep_the_order_webhooks_arrived_in(
     assert await webhooks.handle(runtime, ids[2])
     assert not await webhooks.handle(runtime, ids[0])  # already handled, nothing to do
     assert [e["event_type"] for e in await events(client, alice)] == ["step-0", "step-1", "step-2"]
+
+
+class RecordingQueue:
+    """Keeps the doorbells rung, so a test can run them the way a worker would."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    async def enqueue(self, job: Job) -> None:
+        self.jobs.append(job)
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        self.jobs.extend(jobs)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_sweep_rings_one_job_per_sender_for_a_backlog(
+    client: httpx.AsyncClient, alice: DriverKey, hooked: dict[str, Any], runtime: Runtime
+) -> None:
+    """Doorbells lost for a backlog of webhooks: the sweep's work follows the senders, not the
+    size of the backlog, and the one job it rings handles them all in arrival order."""
+    for n in range(12):
+        body = json.dumps({"action": f"step-{n}"}).encode()
+        headers = standard_signed(body, msg_id=f"msg_backlog_{n}")
+        assert (await client.post(HOOK, content=body, headers=headers)).status_code == 200
+    runtime.queue = queue = RecordingQueue()
+    report = await sweep(runtime)
+    assert report.webhooks == 1
+    [job] = [j for j in queue.jobs if j.name == "handle_webhook"]
+    await webhooks.handle(runtime, *map(int, job.args))
+    assert [e["event_type"] for e in await events(client, alice)] == [
+        f"step-{n}" for n in range(12)
+    ]
+    assert (await sweep(runtime)).webhooks == 0

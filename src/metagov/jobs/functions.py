@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from metagov.db.base import utcnow
-from metagov.db.models import InboundWebhook
 from metagov.jobs.queue import Job, JobFunction
 from metagov.runtime import Runtime
 from metagov.services import deliveries, processes, tasks, webhooks
 
 log = logging.getLogger(__name__)
+
+# At most this many webhooks and processes are looked at per sweep: when work piles up, the
+# sweep's own cost must not grow with the pile. What is left over is found by the next one.
+SWEEP_LIMIT = 500
 
 
 async def deliver(runtime: Runtime, partition: str) -> None:
@@ -53,16 +54,9 @@ async def sweep(runtime: Runtime) -> SweepReport:
     now = utcnow()
     async with runtime.sessions() as session, session.begin():
         partitions = await deliveries.due_partitions(session, now)
-        inbox = (
-            await session.scalars(
-                select(InboundWebhook.id).where(
-                    InboundWebhook.status == webhooks.PENDING,
-                    InboundWebhook.next_attempt_at <= now,
-                )
-            )
-        ).all()
+        inbox = await webhooks.due_webhooks(session, now, limit=SWEEP_LIMIT)
         due_tasks = await tasks.due_tasks(session, runtime, now)
-    closing, updating = await processes.due_process_ids(runtime, now=now)
+    closing, updating = await processes.due_process_ids(runtime, now=now, limit=SWEEP_LIMIT)
     due_processes = list(dict.fromkeys([*closing, *updating]))
 
     jobs = [
@@ -73,11 +67,10 @@ async def sweep(runtime: Runtime) -> SweepReport:
         *(Job.of("run_process", i) for i in due_processes),
         *(Job.of("run_task", i, name) for i, name in due_tasks),
     ]
-    for job in jobs:
-        try:
-            await runtime.queue.enqueue(job)
-        except Exception as exc:
-            log.warning("sweep could not enqueue %s: %s", job.key, exc)
+    try:
+        await runtime.queue.enqueue_many(jobs)
+    except Exception as exc:
+        log.warning("sweep could not enqueue %s jobs: %s", len(jobs), exc)
     return SweepReport(len(partitions), len(inbox), len(due_processes), len(due_tasks))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +42,10 @@ class Job:
 class JobQueue(Protocol):
     async def enqueue(self, job: Job) -> None: ...
 
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        """Ring several doorbells at once (one round trip where the queue is remote)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -49,6 +53,9 @@ class NullQueue:
     """For processes that never run jobs (the CLI): the sweep of a running gateway picks up."""
 
     async def enqueue(self, job: Job) -> None:
+        return None
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
         return None
 
     async def close(self) -> None:
@@ -62,16 +69,21 @@ class LocalQueue:
     """Runs jobs as asyncio tasks in this process (the embedded mode).
 
     One task per job name and arguments at a time; a doorbell rung while that task runs makes it
-    run once more when it finishes, so nothing rung is missed.
+    run once more when it finishes, so nothing rung is missed. At most ``max_jobs`` run at once
+    (the others wait their turn), like an arq worker's ``max_jobs``: a backlog must not become
+    hundreds of jobs competing for the database's connections and SQLite's single writer.
     """
 
-    def __init__(self, runtime: Runtime, functions: dict[str, JobFunction]) -> None:
+    def __init__(
+        self, runtime: Runtime, functions: dict[str, JobFunction], *, max_jobs: int = 10
+    ) -> None:
         self._runtime = runtime
         self._functions = functions
         self._running: dict[tuple[str, tuple[JobArg, ...]], asyncio.Task[None]] = {}
         self._again: set[tuple[str, tuple[JobArg, ...]]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._slots = asyncio.Semaphore(max_jobs)
 
     async def enqueue(self, job: Job) -> None:
         slot = (job.name, job.args)
@@ -81,15 +93,20 @@ class LocalQueue:
         self._idle.clear()
         self._running[slot] = asyncio.create_task(self._run(slot), name=f"job {job.key}")
 
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            await self.enqueue(job)
+
     async def _run(self, slot: tuple[str, tuple[JobArg, ...]]) -> None:
         name, args = slot
         try:
             while True:
                 self._again.discard(slot)
-                try:
-                    await self._functions[name](self._runtime, *args)
-                except Exception:
-                    log.exception("job %s%s failed", name, args)
+                async with self._slots:
+                    try:
+                        await self._functions[name](self._runtime, *args)
+                    except Exception:
+                        log.exception("job %s%s failed", name, args)
                 if slot not in self._again:
                     break
         finally:
@@ -118,11 +135,12 @@ async def ring(runtime: Runtime, session: AsyncSession) -> None:
     """Send the doorbells of a committed session. A failure to reach the queue is only logged:
     the rows are committed, and the sweep will find them."""
     jobs: dict[str, Job] = session.info.pop("doorbells", {})
-    for job in jobs.values():
-        try:
-            await runtime.queue.enqueue(job)
-        except Exception as exc:
-            log.warning("could not enqueue %s (the sweep will retry): %s", job.key, exc)
+    if not jobs:
+        return
+    try:
+        await runtime.queue.enqueue_many(list(jobs.values()))
+    except Exception as exc:
+        log.warning("could not enqueue %s (the sweep will retry): %s", ", ".join(jobs), exc)
 
 
 @asynccontextmanager

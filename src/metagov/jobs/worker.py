@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, cast
 
 from arq import cron
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import job_key_prefix
+from arq.jobs import serialize_job
 from arq.worker import Function, Worker, func
 
 from metagov.config import Settings
@@ -27,6 +31,8 @@ from metagov.runtime import Runtime
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "metagov:queue"
+# How long a queued job may wait before arq drops it (arq's own default); the sweep rings again.
+JOB_EXPIRES_MS = 24 * 3600 * 1000
 
 
 def serialize(data: dict[str, Any]) -> bytes:
@@ -47,14 +53,32 @@ async def connect(redis_url: str) -> ArqRedis:
 
 
 class ArqQueue:
-    """Rings doorbells through Redis; any worker may answer."""
+    """Rings doorbells through Redis; any worker may answer.
+
+    A doorbell is written the way arq's ``enqueue_job`` writes a job (the serialized job under
+    its key, its id in the queue's sorted set), but with ``SET NX`` and ``ZADD NX`` in one
+    pipelined transaction instead of ``WATCH``, ``EXISTS`` and ``MULTI``: one round trip for
+    any number of jobs. The meaning is arq's: a job whose key is still queued or running is not
+    added again.
+    """
 
     def __init__(self, pool: ArqRedis, *, owns_pool: bool = True) -> None:
         self.pool = pool
         self._owns_pool = owns_pool
 
     async def enqueue(self, job: Job) -> None:
-        await self.pool.enqueue_job(job.name, *job.args, _job_id=job.key)
+        await self.enqueue_many([job])
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        now_ms = int(time.time() * 1000)
+        async with self.pool.pipeline(transaction=True) as pipe:
+            for job in jobs:
+                data = serialize_job(job.name, job.args, {}, None, now_ms, serializer=serialize)
+                pipe.set(job_key_prefix + job.key, data, px=JOB_EXPIRES_MS, nx=True)
+                pipe.zadd(QUEUE_NAME, {job.key: now_ms}, nx=True)
+            await pipe.execute()
 
     async def ping(self) -> bool:
         return bool(await self.pool.ping())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -134,6 +134,33 @@ async def _has_instances(session: AsyncSession, plugin: str, accepted: WebhookAc
         .limit(1)
     )
     return found is not None
+
+
+async def due_webhooks(session: AsyncSession, now: datetime, *, limit: int) -> list[int]:
+    """The webhooks the sweep should ring: of the ``limit`` longest-waiting due ones, the newest
+    of each sender.
+
+    :func:`handle` takes a sender's older pending webhooks first, so ringing a sender's newest
+    handles all of them, in order, with one job instead of one per webhook.
+    """
+    waiting = (
+        select(
+            InboundWebhook.id,
+            InboundWebhook.plugin_name,
+            InboundWebhook.plugin_instance_id,
+            InboundWebhook.community_platform_id,
+        )
+        .where(InboundWebhook.status == PENDING, InboundWebhook.next_attempt_at <= now)
+        .order_by(InboundWebhook.next_attempt_at)
+        .limit(limit)
+        .subquery()
+    )
+    newest = await session.scalars(
+        select(func.max(waiting.c.id)).group_by(
+            waiting.c.plugin_name, waiting.c.plugin_instance_id, waiting.c.community_platform_id
+        )
+    )
+    return sorted(newest)
 
 
 async def handle(runtime: Runtime, inbox_id: int) -> bool:
