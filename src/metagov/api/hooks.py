@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from metagov.api.deps import RuntimeDep, SessionDep
+from metagov.api.deps import RuntimeDep
 from metagov.errors import ERROR_RESPONSES
 from metagov.plugins.sdk import WebhookReply, WebhookRequest
 from metagov.services import webhooks
@@ -44,11 +44,9 @@ def _answer(reply: WebhookReply) -> Response:
     openapi_extra=_BODY,
 )
 async def instance_webhook(
-    community: str, plugin: str, request: Request, runtime: RuntimeDep, session: SessionDep
+    community: str, plugin: str, request: Request, runtime: RuntimeDep
 ) -> Response:
-    reply = await webhooks.receive(
-        session, runtime, plugin, await _read(request), community_slug=community
-    )
+    reply = await webhooks.receive(runtime, plugin, await _read(request), community_slug=community)
     return _answer(reply)
 
 
@@ -58,7 +56,5 @@ async def instance_webhook(
     summary="Receive a webhook for a platform-wide app (Slack, GitHub App…)",
     openapi_extra=_BODY,
 )
-async def platform_webhook(
-    plugin: str, request: Request, runtime: RuntimeDep, session: SessionDep
-) -> Response:
-    return _answer(await webhooks.receive(session, runtime, plugin, await _read(request)))
+async def platform_webhook(plugin: str, request: Request, runtime: RuntimeDep) -> Response:
+    return _answer(await webhooks.receive(runtime, plugin, await _read(request)))

@@ -132,15 +132,21 @@ def ring_after_commit(session: AsyncSession, job: Job) -> None:
 
 
 async def ring(runtime: Runtime, session: AsyncSession) -> None:
-    """Send the doorbells of a committed session. A failure to reach the queue is only logged:
-    the rows are committed, and the sweep will find them."""
+    """Send the doorbells of a committed session."""
     jobs: dict[str, Job] = session.info.pop("doorbells", {})
+    await send_doorbells(runtime, list(jobs.values()))
+
+
+async def send_doorbells(runtime: Runtime, jobs: Sequence[Job]) -> None:
+    """Ring ``jobs`` for rows already committed. A failure to reach the queue is only logged:
+    the rows are in the database, and the sweep will find them."""
     if not jobs:
         return
     try:
-        await runtime.queue.enqueue_many(list(jobs.values()))
+        await runtime.queue.enqueue_many(jobs)
     except Exception as exc:
-        log.warning("could not enqueue %s (the sweep will retry): %s", ", ".join(jobs), exc)
+        keys = ", ".join(job.key for job in jobs)
+        log.warning("could not enqueue %s (the sweep will retry): %s", keys, exc)
 
 
 @asynccontextmanager

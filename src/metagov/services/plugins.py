@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 from sqlalchemy import select
@@ -82,14 +83,14 @@ def secrets_set(runtime: Runtime, instance: PluginInstance) -> list[str]:
     return sorted(k for k, v in stored_secrets(runtime, instance).items() if v is not None)
 
 
-def stored_secrets(runtime: Runtime, instance: PluginInstance) -> dict[str, Any]:
+def stored_secrets(runtime: Runtime, instance: InstanceLike) -> dict[str, Any]:
     return runtime.secrets.decrypt(instance.secrets) if instance.secrets else {}
 
 
 CONFIG_CACHE_SIZE = 1024
 
 
-def load_config(runtime: Runtime, spec: PluginSpec, instance: PluginInstance) -> BaseModel:
+def load_config(runtime: Runtime, spec: PluginSpec, instance: InstanceLike) -> BaseModel:
     """The instance's config as the plugin's model, secrets decrypted.
 
     Decrypting and validating on every webhook and action is most of their cost, so the result is
@@ -207,6 +208,38 @@ async def resolve_instance(
     if community_platform_id is not None:
         query = query.where(PluginInstance.community_platform_id == community_platform_id)
     found = (await session.scalars(query.order_by(PluginInstance.id))).all()
+    return choose_instance(found, community.slug, name, community_platform_id)
+
+
+class InstanceLike(Protocol):
+    """What choosing an instance and loading its config read: an ORM row or a Core row."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def community_platform_id(self) -> str: ...
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+    @property
+    def secrets(self) -> str | None: ...
+
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+_Instance = TypeVar("_Instance", bound=InstanceLike)
+
+
+def choose_instance(
+    found: Sequence[_Instance], slug: str, name: str, community_platform_id: str | None
+) -> _Instance:
+    """The one instance among ``found`` (a community's instances of plugin ``name``, by id) that
+    a request means: 404 if none, 409 listing the choices if several."""
+    if community_platform_id is not None:
+        found = [i for i in found if i.community_platform_id == community_platform_id]
     if not found:
         which = (
             f" with community_platform_id {community_platform_id!r}"
@@ -214,12 +247,12 @@ async def resolve_instance(
             else ""
         )
         raise NotFound(
-            f"plugin {name!r} is not enabled{which} in community {community.slug!r}",
+            f"plugin {name!r} is not enabled{which} in community {slug!r}",
             code="plugin_not_enabled",
         )
     if len(found) > 1:
         raise AmbiguousPlugin(
-            f"community {community.slug!r} has {len(found)} instances of plugin {name!r}; "
+            f"community {slug!r} has {len(found)} instances of plugin {name!r}; "
             "pick one with the community_platform_id query parameter",
             choices=[
                 {"id": inst.id, "community_platform_id": inst.community_platform_id}

@@ -12,18 +12,20 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from metagov import metrics
 from metagov.db.base import utcnow
 from metagov.db.models import Community, InboundWebhook, PluginInstance, Process
 from metagov.errors import NotFound, Unauthorized
-from metagov.jobs.queue import Job, ring_after_commit, unit_of_work
+from metagov.jobs.queue import Job, send_doorbells, unit_of_work
 from metagov.plugins.registry import PluginSpec
 from metagov.plugins.sdk import (
     WebhookAccepted,
@@ -49,91 +51,138 @@ def handle_job(inbox_id: int) -> Job:
     return Job.of("handle_webhook", inbox_id)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A plugin instance a webhook URL names, with what verifying and storing need."""
+
+    id: int
+    community_id: int
+    community_platform_id: str
+    config: dict[str, Any]
+    secrets: str | None
+    updated_at: datetime
+
+
+# Statements of the request path, built once: building one costs more than running it.
+_TARGETS = (
+    select(
+        PluginInstance.id,
+        PluginInstance.community_id,
+        PluginInstance.community_platform_id,
+        PluginInstance.config,
+        PluginInstance.secrets,
+        PluginInstance.updated_at,
+    )
+    .join(Community, Community.id == PluginInstance.community_id)
+    .where(Community.slug == bindparam("slug"), PluginInstance.name == bindparam("plugin"))
+    .order_by(PluginInstance.id)
+)
+_COMMUNITY_EXISTS = select(Community.id).where(Community.slug == bindparam("slug"))
+_INSERTS = {
+    name: dialect.insert(InboundWebhook)
+    .on_conflict_do_nothing(index_elements=["plugin_name", "dedupe_key"])
+    .returning(InboundWebhook.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_PLATFORM_TENANT = (
+    select(PluginInstance.id)
+    .where(
+        PluginInstance.name == bindparam("plugin"),
+        PluginInstance.community_platform_id == bindparam("platform_id"),
+    )
+    .limit(1)
+)
+
+
 async def receive(
-    session: AsyncSession,
     runtime: Runtime,
     plugin: str,
     request: WebhookRequest,
     *,
     community_slug: str | None = None,
 ) -> WebhookReply:
-    """Verify and store one webhook; returns what to answer the platform."""
+    """Verify and store one webhook; returns what to answer the platform.
+
+    This is the busiest route, so it stays lean: one short transaction with a joined lookup of
+    the instance and one ``INSERT … ON CONFLICT DO NOTHING``, Core statements built once, the
+    plugin's config from the per-process cache, and the doorbell after the commit.
+    """
     spec = runtime.registry.get(plugin)
     scope = WebhookScope.INSTANCE if community_slug is not None else WebhookScope.PLATFORM
     if spec.webhooks is not scope:
         raise NotFound(f"plugin {plugin!r} takes no webhooks at this URL")
-    instance: PluginInstance | None = None
-    config = None
-    if community_slug is not None:
-        community = await session.scalar(select(Community).where(Community.slug == community_slug))
-        if community is None:
-            raise NotFound(f"community {community_slug!r} not found", code="unknown_community")
-        instance = await plugin_service.resolve_instance(
-            session, community, plugin, request.query.get("community_platform_id")
-        )
-        config = plugin_service.load_config(runtime, spec, instance)
-    try:
-        accepted = await spec.plugin.verify_webhook(request, config)
-    except WebhookRejected as exc:
-        metrics.WEBHOOKS_REJECTED.labels(plugin, exc.reason).inc()
-        log.info("webhook rejected", extra={"plugin": plugin, "reason": exc.reason})
-        raise Unauthorized(f"webhook rejected: {exc.reason}", code="webhook_rejected") from None
-    if not accepted.store:
-        return accepted.reply or ACK
-    await _store(session, spec, request, accepted, instance)
+    async with runtime.engine.begin() as conn:
+        target: Target | None = None
+        config = None
+        if community_slug is not None:
+            target = await _target(conn, spec, community_slug, request)
+            config = plugin_service.load_config(runtime, spec, target)
+        try:
+            accepted = await spec.plugin.verify_webhook(request, config)
+        except WebhookRejected as exc:
+            metrics.WEBHOOKS_REJECTED.labels(plugin, exc.reason).inc()
+            log.info("webhook rejected", extra={"plugin": plugin, "reason": exc.reason})
+            raise Unauthorized(f"webhook rejected: {exc.reason}", code="webhook_rejected") from None
+        inserted = await _store(conn, spec, request, accepted, target) if accepted.store else None
+    if inserted is not None:
+        await send_doorbells(runtime, [handle_job(inserted)])
     return accepted.reply or ACK
 
 
+async def _target(
+    conn: AsyncConnection, spec: PluginSpec, slug: str, request: WebhookRequest
+) -> Target:
+    rows = (await conn.execute(_TARGETS, {"slug": slug, "plugin": spec.name})).all()
+    if not rows and (await conn.scalar(_COMMUNITY_EXISTS, {"slug": slug})) is None:
+        raise NotFound(f"community {slug!r} not found", code="unknown_community")
+    found = [Target(*row) for row in rows]
+    pid = request.query.get("community_platform_id")
+    return plugin_service.choose_instance(found, slug, spec.name, pid)
+
+
 async def _store(
-    session: AsyncSession,
+    conn: AsyncConnection,
     spec: PluginSpec,
     request: WebhookRequest,
     accepted: WebhookAccepted,
-    instance: PluginInstance | None,
-) -> None:
-    scope = f"i{instance.id}" if instance is not None else f"p{accepted.community_platform_id}"
+    target: Target | None,
+) -> int | None:
+    """Insert the webhook into the inbox; its id, or None if it was there already (or has no
+    tenant here)."""
+    scope = f"i{target.id}" if target is not None else f"p{accepted.community_platform_id}"
     delivery = accepted.delivery_id or "sha256:" + hashlib.sha256(request.body).hexdigest()
-    if instance is None and not await _has_instances(session, spec.name, accepted):
+    if target is None and not await _has_instances(conn, spec.name, accepted):
         metrics.WEBHOOKS_REJECTED.labels(spec.name, "unknown_tenant").inc()
         log.info("webhook for a tenant with no instance ignored", extra={"plugin": spec.name})
-        return
+        return None
+    now = utcnow()
     values: dict[str, Any] = {
         "plugin_name": spec.name,
         "dedupe_key": f"{scope}:{delivery}"[:300],
-        "community_id": instance.community_id if instance is not None else None,
-        "plugin_instance_id": instance.id if instance is not None else None,
+        "community_id": target.community_id if target is not None else None,
+        "plugin_instance_id": target.id if target is not None else None,
         "community_platform_id": accepted.community_platform_id,
         "headers": {k: v for k, v in request.headers.items() if k not in _DROP_HEADERS},
         "body": request.body,
         "status": PENDING,
         "attempts": 0,
-        "next_attempt_at": utcnow(),
-        "received_at": utcnow(),
+        "next_attempt_at": now,
+        "received_at": now,
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    inserted = await session.scalar(
-        dialect.insert(InboundWebhook)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["plugin_name", "dedupe_key"])
-        .returning(InboundWebhook.id)
-    )
+    try:
+        inserted: int | None = await conn.scalar(_INSERTS[conn.dialect.name], values)
+    except IntegrityError:
+        # The instance was disabled (or its community deleted) since it was looked up.
+        raise NotFound(f"plugin {spec.name!r} is no longer enabled here") from None
     metrics.WEBHOOKS_RECEIVED.labels(spec.name).inc()
-    if inserted is not None:
-        ring_after_commit(session, handle_job(inserted))
+    return inserted
 
 
-async def _has_instances(session: AsyncSession, plugin: str, accepted: WebhookAccepted) -> bool:
+async def _has_instances(conn: AsyncConnection, plugin: str, accepted: WebhookAccepted) -> bool:
     if accepted.community_platform_id is None:
         return False
-    found = await session.scalar(
-        select(PluginInstance.id)
-        .where(
-            PluginInstance.name == plugin,
-            PluginInstance.community_platform_id == accepted.community_platform_id,
-        )
-        .limit(1)
-    )
-    return found is not None
+    params = {"plugin": plugin, "platform_id": accepted.community_platform_id}
+    return (await conn.scalar(_PLATFORM_TENANT, params)) is not None
 
 
 async def due_webhooks(session: AsyncSession, now: datetime, *, limit: int) -> list[int]:
