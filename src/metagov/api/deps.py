@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.db.models import Community, Driver
-from metagov.errors import BadRequest, Unauthorized
+from metagov.errors import BadRequest, NotFound, Unauthorized
 from metagov.jobs.queue import ring
 from metagov.runtime import Runtime
 from metagov.services import communities, drivers
@@ -46,15 +46,22 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="A Driver API key from `metagov drivers create`")
 
 
-async def current_driver(
-    session: SessionDep,
+async def _api_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Driver:
+) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing Driver API key: send `Authorization: Bearer <key>`")
-    driver = await drivers.authenticate(session, credentials.credentials)
+    return credentials.credentials
+
+
+ApiKey = Annotated[str, Depends(_api_key)]
+_INVALID_KEY = "invalid or revoked Driver API key"
+
+
+async def current_driver(session: SessionDep, api_key: ApiKey) -> Driver:
+    driver = await drivers.authenticate(session, api_key)
     if driver is None:
-        raise Unauthorized("invalid or revoked Driver API key")
+        raise Unauthorized(_INVALID_KEY)
     return driver
 
 
@@ -78,10 +85,17 @@ async def _community_header(
 
 async def current_community(
     session: SessionDep,
-    driver: CurrentDriver,
+    api_key: ApiKey,
     slug: Annotated[str, Depends(_community_header)],
 ) -> Community:
-    return await communities.get_community(session, driver, slug)
+    """The Driver's community named in the header, found together with the Driver in one query
+    (the key is checked first: 401 for a bad key, then 404 for a community it cannot see)."""
+    driver, community = await communities.get_community_for_key(session, api_key, slug)
+    if driver is None:
+        raise Unauthorized(_INVALID_KEY)
+    if community is None:
+        raise NotFound(f"community {slug!r} not found", code="unknown_community")
+    return community
 
 
 async def public_community(

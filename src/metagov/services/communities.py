@@ -7,13 +7,35 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.db.models import Community, Driver, PluginInstance
 from metagov.errors import Conflict, FieldError, InvalidInput, NotFound
 from metagov.runtime import Runtime
+from metagov.services import drivers
 from metagov.services import plugins as plugin_service
+
+# Hot statements, built once: building one costs more than running it.
+_BY_KEY_AND_SLUG = (
+    select(Driver, Community)
+    .outerjoin(
+        Community, and_(Community.driver_id == Driver.id, Community.slug == bindparam("slug"))
+    )
+    .where(Driver.api_key_hash == bindparam("key_hash"), Driver.revoked_at.is_(None))
+)
+
+
+async def get_community_for_key(
+    session: AsyncSession, api_key: str, slug: str
+) -> tuple[Driver | None, Community | None]:
+    """The active Driver holding ``api_key`` and its community ``slug``, in one query; either
+    is None when there is no such Driver, or no such community of that Driver."""
+    params = {"key_hash": drivers.hash_api_key(api_key), "slug": slug}
+    row = (await session.execute(_BY_KEY_AND_SLUG, params)).first()
+    if row is None:
+        return None, None
+    return row[0], row[1]
 
 
 async def get_community(session: AsyncSession, driver: Driver, slug: str) -> Community:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov import signing
@@ -99,13 +99,14 @@ async def revoke_driver(session: AsyncSession, name: str) -> Driver:
     return driver
 
 
+_BY_KEY_HASH = select(Driver).where(
+    Driver.api_key_hash == bindparam("key_hash"), Driver.revoked_at.is_(None)
+)
+
+
 async def authenticate(session: AsyncSession, api_key: str) -> Driver | None:
     """The active Driver holding ``api_key``, or None."""
-    return await session.scalar(
-        select(Driver).where(
-            Driver.api_key_hash == hash_api_key(api_key), Driver.revoked_at.is_(None)
-        )
-    )
+    return await session.scalar(_BY_KEY_HASH, {"key_hash": hash_api_key(api_key)})
 
 
 async def ensure_env_driver(

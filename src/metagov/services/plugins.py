@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.crypto import SecretBox
@@ -195,6 +195,17 @@ async def get_instance(
     return instance
 
 
+# Built once: it runs on every action and process call.
+_INSTANCES_OF = (
+    select(PluginInstance)
+    .where(
+        PluginInstance.community_id == bindparam("community_id"),
+        PluginInstance.name == bindparam("name"),
+    )
+    .order_by(PluginInstance.id)
+)
+
+
 async def resolve_instance(
     session: AsyncSession,
     community: Community,
@@ -202,12 +213,8 @@ async def resolve_instance(
     community_platform_id: str | None = None,
 ) -> PluginInstance:
     """The one instance of plugin ``name`` a request means; 409 with the choices if ambiguous."""
-    query = select(PluginInstance).where(
-        PluginInstance.community_id == community.id, PluginInstance.name == name
-    )
-    if community_platform_id is not None:
-        query = query.where(PluginInstance.community_platform_id == community_platform_id)
-    found = (await session.scalars(query.order_by(PluginInstance.id))).all()
+    params = {"community_id": community.id, "name": name}
+    found = (await session.scalars(_INSTANCES_OF, params)).all()
     return choose_instance(found, community.slug, name, community_platform_id)
 
 
