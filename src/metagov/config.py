@@ -41,8 +41,17 @@ class Settings(BaseSettings):
         default_factory=lambda: [SecretStr(DEVELOPMENT_SECRET_KEY)]
     )
     auto_migrate: bool = True
-    db_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connections kept open")
-    db_max_overflow: int = Field(default=20, ge=0, description="Extra connections under load")
+    db_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="PostgreSQL connections kept open: enough for the concurrent requests or "
+        "jobs of one process, since a connection beyond it is opened and closed per use",
+    )
+    db_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        description="Extra connections in a burst beyond the pool; each is a new server process",
+    )
     db_pool_pre_ping: bool = Field(
         default=False,
         description="Test each connection before use (a round trip per request); without it a "

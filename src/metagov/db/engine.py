@@ -18,8 +18,8 @@ SessionFactory = async_sessionmaker[AsyncSession]
 def create_engine(
     url: str,
     *,
-    pool_size: int = 10,
-    max_overflow: int = 20,
+    pool_size: int = 20,
+    max_overflow: int = 10,
     pool_pre_ping: bool = False,
     **kwargs: Any,
 ) -> AsyncEngine:
