@@ -41,7 +41,8 @@ from metagov import signing
 from metagov.app import create_app
 from metagov.config import Settings
 from metagov.db.models import Delivery, Event, InboundWebhook, Process
-from metagov.jobs.worker import QUEUE_NAME, ArqQueue, build_worker
+from metagov.jobs.queue import Job
+from metagov.jobs.worker import QUEUE_NAME, ArqQueue, build_worker, connect
 from metagov.runtime import Runtime
 from metagov.services import drivers
 from tests.conftest import (
@@ -470,3 +471,29 @@ async def test_burst_worker_stops_when_queue_is_empty(
         )
     finally:
         await worker.close()
+
+
+async def test_doorbells_rung_at_once_all_reach_redis_and_failures_reach_every_caller(
+    redis_db: aioredis.Redis,
+) -> None:
+    """Doorbells rung together share Redis round trips, yet each caller returns only once its
+    own jobs are queued, and learns if they could not be."""
+    queue = ArqQueue(await connect(REDIS_URL))
+    try:
+        jobs = [Job.of("handle_webhook", n) for n in range(60)]
+        await asyncio.gather(*(queue.enqueue_many(jobs[n : n + 3]) for n in range(0, 60, 3)))
+        queued = await redis_db.zrange(QUEUE_NAME, 0, -1)
+        assert sorted(queued) == sorted(job.key.encode() for job in jobs)
+        await queue.enqueue(jobs[0])  # already queued: not added twice
+        assert await redis_db.zcard(QUEUE_NAME) == 60
+    finally:
+        await queue.close()
+
+    unreachable = ArqQueue(ArqRedis(host="127.0.0.1", port=1))
+    try:
+        outcomes = await asyncio.gather(
+            *(unreachable.enqueue(job) for job in jobs[:5]), return_exceptions=True
+        )
+        assert all(isinstance(o, Exception) for o in outcomes)
+    finally:
+        await unreachable.close()

@@ -7,6 +7,7 @@ can be rung again as soon as its job has finished.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -57,14 +58,19 @@ class ArqQueue:
 
     A doorbell is written the way arq's ``enqueue_job`` writes a job (the serialized job under
     its key, its id in the queue's sorted set), but with ``SET NX`` and ``ZADD NX`` in one
-    pipelined transaction instead of ``WATCH``, ``EXISTS`` and ``MULTI``: one round trip for
-    any number of jobs. The meaning is arq's: a job whose key is still queued or running is not
-    added again.
+    pipelined transaction instead of ``WATCH``, ``EXISTS`` and ``MULTI``. The meaning is arq's:
+    a job whose key is still queued or running is not added again.
+
+    Doorbells rung while a write is on its way to Redis go together in the next one (group
+    commit): under load, many requests share one round trip; when idle, nothing waits. Callers
+    still return only once their jobs are in Redis.
     """
 
     def __init__(self, pool: ArqRedis, *, owns_pool: bool = True) -> None:
         self.pool = pool
         self._owns_pool = owns_pool
+        self._batch: tuple[list[Job], asyncio.Future[None]] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     async def enqueue(self, job: Job) -> None:
         await self.enqueue_many([job])
@@ -72,6 +78,28 @@ class ArqQueue:
     async def enqueue_many(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
+        if self._batch is None:
+            self._batch = ([], asyncio.get_running_loop().create_future())
+        self._batch[0].extend(jobs)
+        done = self._batch[1]
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches(), name="doorbells")
+        # Shielded: a caller that gives up must not cancel the write of everyone's jobs.
+        await asyncio.shield(done)
+
+    async def _write_batches(self) -> None:
+        while self._batch is not None:
+            jobs, done = self._batch
+            self._batch = None
+            try:
+                await self._write(jobs)
+            except Exception as exc:
+                done.set_exception(exc)
+                done.exception()  # reported to the callers; not "never retrieved" if none wait
+            else:
+                done.set_result(None)
+
+    async def _write(self, jobs: Sequence[Job]) -> None:
         now_ms = int(time.time() * 1000)
         async with self.pool.pipeline(transaction=True) as pipe:
             for job in jobs:
@@ -84,6 +112,8 @@ class ArqQueue:
         return bool(await self.pool.ping())
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
         if self._owns_pool:
             await self.pool.aclose()
 
