@@ -194,7 +194,9 @@ def build_worker(
         job_timeout=300,
         max_jobs=max_jobs,
         burst=burst,
-        poll_delay=0.05 if burst else 0.2,
+        # How long a doorbell may wait before a worker sees it: each poll is one cheap Redis
+        # command, and every hop of an event (webhook to event, event to Driver) waits for one.
+        poll_delay=0.05,
         handle_signals=not burst,
         health_check_interval=30,
     )
