@@ -23,6 +23,7 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest
 	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench.statements -n 300
 
 # The full benchmark (about 15 minutes): see docs/benchmarks.md.
 bench: install
