@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from metagov.jobs.queue import Job
 from metagov.plugins.sdk import (
     AuthType,
     GovernanceProcess,
@@ -143,3 +144,17 @@ class EchoPlugin(Plugin[EchoConfig]):
 
 
 FAKE_PLUGINS = (EchoPlugin,)
+
+
+class RecordingQueue:
+    """A job queue that runs nothing and remembers what was rung, to tell which work a job did
+    itself and which it left to another job."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    async def enqueue(self, job: Job) -> None:
+        self.jobs.append(job)
+
+    async def close(self) -> None:
+        return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -305,6 +306,24 @@ async def deliver_partition(runtime: Runtime, partition: str, *, limit: int = 10
     # Long backlog: hand the rest to a fresh job so other partitions get their turn.
     await runtime.queue.enqueue(Job.of("deliver", partition, key=f"deliver:{partition}:more"))
     return delivered
+
+
+async def deliver_rung(runtime: Runtime, rung: Iterable[Job]) -> None:
+    """Deliver the partitions a committed transaction rang for, from the job that committed it.
+
+    This saves a job per event and its wait in the queue. A partition another job is already
+    delivering is left to it: that job claims the next head after recording its own, and so
+    finds the new event. Should the delivery fail unexpectedly, the doorbell goes out after all.
+    """
+    for job in rung:
+        try:
+            await deliver_partition(runtime, str(job.args[0]))
+        except Exception:
+            log.exception("delivery failed; ringing for another job", extra={"job": job.key})
+            try:
+                await runtime.queue.enqueue(job)
+            except Exception as exc:
+                log.warning("could not enqueue %s (the sweep will retry): %s", job.key, exc)
 
 
 async def due_partitions(session: AsyncSession, now: datetime) -> list[tuple[str, int, int]]:
