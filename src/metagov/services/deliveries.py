@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import httpx
 from sqlalchemy import Update, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from metagov import metrics, signing
@@ -80,6 +81,20 @@ def signing_secrets(
     return found
 
 
+@asynccontextmanager
+async def _statement(runtime: Runtime) -> AsyncIterator[AsyncConnection]:
+    """A connection for a claim or a success, which on PostgreSQL are one statement each: there it
+    autocommits, as one statement is atomic by itself (one round trip instead of three with
+    ``BEGIN`` and ``COMMIT``). SQLite keeps the transaction, whose ``BEGIN IMMEDIATE`` queues its
+    writers, and where a claim takes two statements."""
+    async with runtime.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            async with conn.begin():
+                yield conn
+
+
 _Head = aliased(Delivery)
 # What an attempt needs besides the delivery itself: the event, its community's slug and the
 # Driver's signing secrets.
@@ -137,7 +152,7 @@ async def claim_head(runtime: Runtime, partition: str, now: datetime | None = No
     now = now or utcnow()
     lease = now + timedelta(seconds=runtime.settings.delivery_lease_seconds)
     claim = _claim(partition, now, lease)
-    async with runtime.engine.begin() as conn:
+    async with _statement(runtime) as conn:
         if conn.dialect.name == "postgresql":
             row = (
                 await conn.execute(
@@ -242,7 +257,7 @@ async def record_result(
         Delivery.status == PENDING,
     )
     if status is not None and 200 <= status < 300:
-        async with runtime.engine.begin() as conn:
+        async with _statement(runtime) as conn:
             done = await conn.execute(
                 update(Delivery)
                 .where(*held)
