@@ -86,7 +86,7 @@ async def record_event(
         )
     ).one()
     process_id = process.id if process is not None else None
-    event_type = _storable(event_type)
+    stored_type = _storable(event_type)
     event_id = (
         await session.execute(
             insert(Event)
@@ -94,7 +94,7 @@ async def record_event(
                 community_id=community_id,
                 seq=seq,
                 source=source,
-                event_type=event_type,
+                event_type=stored_type,
                 data=_storable(data),
                 initiator=_storable(initiator),
                 process_id=process_id,
@@ -107,7 +107,7 @@ async def record_event(
         extra={
             "event_id": event_id,
             "community_id": community_id,
-            "event_type": event_type,
+            "event_type": stored_type,
             "process_id": process_id,
         },
     )
