@@ -6,10 +6,12 @@ processes cover the hooks the randomness plugin does not use.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from metagov.jobs.queue import Job
 from metagov.plugins.sdk import (
     AuthType,
     GovernanceProcess,
@@ -143,3 +145,20 @@ class EchoPlugin(Plugin[EchoConfig]):
 
 
 FAKE_PLUGINS = (EchoPlugin,)
+
+
+class RecordingQueue:
+    """A job queue that runs nothing and remembers what was rung, to tell which work a job did
+    itself and which it left to another job."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    async def enqueue(self, job: Job) -> None:
+        self.jobs.append(job)
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        self.jobs.extend(jobs)
+
+    async def close(self) -> None:
+        return None

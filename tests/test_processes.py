@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import respx
 from fastapi import FastAPI
 
 from metagov.app import create_app
@@ -24,6 +26,7 @@ from tests.conftest import (
     make_registry,
     make_settings,
 )
+from tests.fakes import RecordingQueue
 
 VOTE = "/api/internal/process/randomness.delayed-stochastic-vote"
 APPROVAL = "/api/internal/process/echo.approval"
@@ -176,6 +179,26 @@ async def test_scheduler_closes_due_processes_once(
     assert (await client.get(f"{VOTE}/{later['id']}", headers=headers)).json()[
         "status"
     ] == "pending"
+
+
+async def test_the_job_that_closes_a_process_delivers_its_event(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    community: dict[str, Any],
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    callback = "https://driver.example/callbacks/7"
+    route = respx_mock.post(callback).respond(200)
+    due = (await start_vote(client, alice, delay_seconds=0, callback_url=callback)).json()
+    queue = RecordingQueue()
+    runtime.queue = queue
+
+    assert await run_due_process(runtime, due["id"])
+
+    [call] = route.calls
+    assert json.loads(call.request.content)["event_type"] == "process.completed"
+    assert queue.jobs == [], "no second job is needed to deliver the event"
 
 
 async def test_scheduler_runs_update_hooks_when_due(

@@ -10,19 +10,20 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
+import respx
 from sqlalchemy import select, text
 
-from metagov.db.models import InboundWebhook
+from metagov.db.models import Delivery, InboundWebhook
 from metagov.jobs.functions import sweep
-from metagov.jobs.queue import Job
+from metagov.jobs.queue import unit_of_work
 from metagov.runtime import Runtime
-from metagov.services import webhooks
+from metagov.services import drivers, webhooks
 from tests.conftest import DriverKey, count_rows
+from tests.fakes import RecordingQueue
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 HOOK = "/api/hooks/commons/webhook"
@@ -196,22 +197,6 @@ async def test_events_keep_the_order_webhooks_arrived_in(
     assert [e["event_type"] for e in await events(client, alice)] == ["step-0", "step-1", "step-2"]
 
 
-class RecordingQueue:
-    """Keeps the doorbells rung, so a test can run them the way a worker would."""
-
-    def __init__(self) -> None:
-        self.jobs: list[Job] = []
-
-    async def enqueue(self, job: Job) -> None:
-        self.jobs.append(job)
-
-    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
-        self.jobs.extend(jobs)
-
-    async def close(self) -> None:
-        return None
-
-
 async def test_sweep_rings_one_job_per_sender_for_a_backlog(
     client: httpx.AsyncClient, alice: DriverKey, hooked: dict[str, Any], runtime: Runtime
 ) -> None:
@@ -230,3 +215,59 @@ async def test_sweep_rings_one_job_per_sender_for_a_backlog(
         f"step-{n}" for n in range(12)
     ]
     assert (await sweep(runtime)).webhooks == 0
+
+
+EVENTS_URL = "https://driver.example/metagov/events"
+
+
+async def post_and_point_driver(
+    client: httpx.AsyncClient, runtime: Runtime, action: str
+) -> RecordingQueue:
+    """A stored webhook and a Driver with an event URL; returns the queue jobs ring from now on."""
+    body = json.dumps({"action": action}).encode()
+    assert (await client.post(HOOK, content=body, headers=standard_signed(body))).status_code == 200
+    async with unit_of_work(runtime) as session:
+        await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), EVENTS_URL)
+    queue = RecordingQueue()
+    runtime.queue = queue
+    return queue
+
+
+async def delivery_statuses(runtime: Runtime) -> list[str]:
+    async with runtime.sessions() as session:
+        return list((await session.scalars(select(Delivery.status))).all())
+
+
+async def test_the_job_that_handles_a_webhook_delivers_its_event(
+    client: httpx.AsyncClient,
+    hooked: dict[str, Any],
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(EVENTS_URL).respond(204)
+    queue = await post_and_point_driver(client, runtime, "opened")
+
+    await handle_all(runtime)
+
+    [call] = route.calls
+    assert json.loads(call.request.content)["event_type"] == "opened"
+    assert await delivery_statuses(runtime) == ["succeeded"]
+    assert queue.jobs == [], "no second job is needed to deliver the event"
+
+
+async def test_a_delivery_that_breaks_is_left_to_a_deliver_job(
+    client: httpx.AsyncClient,
+    hooked: dict[str, Any],
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(EVENTS_URL).mock(side_effect=RuntimeError("client bug"))
+    queue = await post_and_point_driver(client, runtime, "opened")
+
+    await handle_all(runtime)
+
+    async with runtime.sessions() as session:
+        row = await session.scalar(select(InboundWebhook))
+    assert row is not None and row.status == "handled"
+    assert [job.name for job in queue.jobs] == ["deliver"]
+    assert await delivery_statuses(runtime) == ["pending"]

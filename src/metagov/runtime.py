@@ -34,6 +34,8 @@ class Runtime:
     queue: JobQueue = field(default_factory=NullQueue)
     # Decrypted, validated plugin configs, keyed by what changes when the config does.
     config_cache: dict[tuple[int, datetime, str | None], BaseModel] = field(default_factory=dict)
+    # Decrypted Driver signing secrets, keyed by their ciphertext (a rotation changes it).
+    signing_secret_cache: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     @asynccontextmanager

@@ -131,6 +131,16 @@ def ring_after_commit(session: AsyncSession, job: Job) -> None:
     session.info.setdefault("doorbells", {})[job.key] = job
 
 
+def take_doorbells(session: AsyncSession, name: str) -> list[Job]:
+    """Withdraw the doorbells named ``name`` rung so far in ``session``, for a caller that will do
+    their work itself once the transaction commits instead of queueing a job for it."""
+    rung: dict[str, Job] = session.info.get("doorbells", {})
+    taken = [job for job in rung.values() if job.name == name]
+    for job in taken:
+        del rung[job.key]
+    return taken
+
+
 async def ring(runtime: Runtime, session: AsyncSession) -> None:
     """Send the doorbells of a committed session."""
     jobs: dict[str, Job] = session.info.pop("doorbells", {})

@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import httpx
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Update, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import aliased
 
 from metagov import metrics, signing
 from metagov.db.base import utcnow
@@ -47,63 +50,153 @@ class Claim:
     secrets: list[str]
 
 
-def signing_secrets(runtime: Runtime, driver: Driver, now: datetime) -> list[str]:
-    """The Driver's current secret, plus the previous one while the rotation overlap lasts."""
-    found = []
-    if driver.webhook_secret:
-        found.append(runtime.secrets.decrypt_text(driver.webhook_secret))
-    if (
-        driver.previous_webhook_secret
-        and driver.previous_secret_expires_at
-        and driver.previous_secret_expires_at > now
-    ):
-        found.append(runtime.secrets.decrypt_text(driver.previous_webhook_secret))
+# Decrypted signing secrets kept per process; a Fernet decryption per delivery adds up.
+SECRET_CACHE_SIZE = 1024
+
+
+def _decrypt_secret(runtime: Runtime, ciphertext: str) -> str:
+    cache = runtime.signing_secret_cache
+    found = cache.get(ciphertext)
+    if found is None:
+        found = runtime.secrets.decrypt_text(ciphertext)
+        if len(cache) >= SECRET_CACHE_SIZE:
+            cache.clear()
+        cache[ciphertext] = found
     return found
 
 
+def signing_secrets(
+    runtime: Runtime,
+    current: str | None,
+    previous: str | None,
+    previous_expires_at: datetime | None,
+    now: datetime,
+) -> list[str]:
+    """The Driver's current secret, plus the previous one while the rotation overlap lasts."""
+    found = []
+    if current:
+        found.append(_decrypt_secret(runtime, current))
+    if previous and previous_expires_at and previous_expires_at > now:
+        found.append(_decrypt_secret(runtime, previous))
+    return found
+
+
+@asynccontextmanager
+async def _statement(runtime: Runtime) -> AsyncIterator[AsyncConnection]:
+    """A connection for a claim or a success, which on PostgreSQL are one statement each: there it
+    autocommits, as one statement is atomic by itself (one round trip instead of three with
+    ``BEGIN`` and ``COMMIT``). SQLite keeps the transaction, whose ``BEGIN IMMEDIATE`` queues its
+    writers, and where a claim takes two statements."""
+    async with runtime.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            async with conn.begin():
+                yield conn
+
+
+_Head = aliased(Delivery)
+# What an attempt needs besides the delivery itself: the event, its community's slug and the
+# Driver's signing secrets.
+_ATTEMPT = (
+    Event.id.label("event_id"),
+    Event.source,
+    Event.event_type,
+    Event.data,
+    Event.initiator,
+    Event.seq,
+    Event.created_at,
+    Community.slug,
+    Driver.webhook_secret,
+    Driver.previous_webhook_secret,
+    Driver.previous_secret_expires_at,
+)
+_WITH_EVENT = (Event.id == Delivery.event_id, Community.id == Event.community_id)
+
+
+def _claim(partition: str, now: datetime, lease: datetime) -> Update:
+    """Lease the partition's head if it is due, not leased, and its endpoint is not disabled.
+
+    One conditional UPDATE decides the race between workers: of two that see the same head, only
+    one matches ``lease_until`` still free (PostgreSQL re-checks the conditions on the row it
+    waited for; SQLite has one writer).
+    """
+    head = (
+        select(_Head.id)
+        .where(_Head.partition == partition, _Head.status == PENDING)
+        .order_by(_Head.seq)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        update(Delivery)
+        .where(
+            Delivery.id == head,
+            Delivery.status == PENDING,
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now),
+            Driver.id == Delivery.driver_id,
+            or_(Delivery.target != "driver", Driver.endpoint_disabled_at.is_(None)),
+        )
+        .values(lease_until=lease, attempts=Delivery.attempts + 1)
+    )
+
+
 async def claim_head(runtime: Runtime, partition: str, now: datetime | None = None) -> Claim | None:
-    """Lease the partition's oldest pending delivery if it is due and nobody holds it."""
+    """Lease the partition's oldest pending delivery if it is due and nobody holds it.
+
+    On PostgreSQL the claim returns everything the attempt needs in the same statement. SQLite's
+    RETURNING cannot name the other tables of an UPDATE … FROM, so there a second statement reads
+    them.
+    """
     now = now or utcnow()
-    async with unit_of_work(runtime) as session:
-        head = await session.scalar(
-            select(Delivery)
-            .where(Delivery.partition == partition, Delivery.status == PENDING)
-            .order_by(Delivery.seq)
-            .limit(1)
-        )
-        if head is None or head.next_attempt_at > now:
-            return None
-        if head.lease_until is not None and head.lease_until > now:
-            return None
-        driver = await session.get(Driver, head.driver_id) if head.driver_id else None
-        if driver is None or (head.target == "driver" and driver.endpoint_disabled_at):
-            return None
-        lease = now + timedelta(seconds=runtime.settings.delivery_lease_seconds)
-        claimed = await session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == head.id,
-                Delivery.status == PENDING,
-                or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now),
+    lease = now + timedelta(seconds=runtime.settings.delivery_lease_seconds)
+    claim = _claim(partition, now, lease)
+    async with _statement(runtime) as conn:
+        if conn.dialect.name == "postgresql":
+            row = (
+                await conn.execute(
+                    claim.where(*_WITH_EVENT).returning(Delivery.id, Delivery.url, *_ATTEMPT)
+                )
+            ).one_or_none()
+        else:
+            claimed = (await conn.execute(claim.returning(Delivery.id))).scalar_one_or_none()
+            row = (
+                None
+                if claimed is None
+                else (
+                    await conn.execute(
+                        select(Delivery.id, Delivery.url, *_ATTEMPT).where(
+                            Delivery.id == claimed, Driver.id == Delivery.driver_id, *_WITH_EVENT
+                        )
+                    )
+                ).one()
             )
-            .values(lease_until=lease, attempts=Delivery.attempts + 1)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        event = await session.get_one(Event, head.event_id)
-        slug = await session.scalar(
-            select(Community.slug).where(Community.id == event.community_id)
-        )
-        body = json.dumps(envelope(event, slug or ""), separators=(",", ":")).encode()
-        return Claim(
-            delivery_id=head.id,
-            lease=lease,
-            url=head.url,
-            body=body,
-            msg_id=f"evt_{event.id}",
-            secrets=signing_secrets(runtime, driver, now),
-        )
+    if row is None:
+        return None
+    event = Event(
+        id=row.event_id,
+        source=row.source,
+        event_type=row.event_type,
+        data=row.data,
+        initiator=row.initiator,
+        seq=row.seq,
+        created_at=row.created_at,
+    )
+    return Claim(
+        delivery_id=row.id,
+        lease=lease,
+        url=row.url,
+        body=json.dumps(envelope(event, row.slug), separators=(",", ":")).encode(),
+        msg_id=f"evt_{event.id}",
+        secrets=signing_secrets(
+            runtime,
+            row.webhook_secret,
+            row.previous_webhook_secret,
+            row.previous_secret_expires_at,
+            now,
+        ),
+    )
 
 
 async def attempt(runtime: Runtime, claim: Claim) -> bool:
@@ -158,24 +251,34 @@ async def record_result(
 ) -> bool:
     settings = runtime.settings
     now = utcnow()
-    async with unit_of_work(runtime) as session:
-        delivery = await session.scalar(
-            select(Delivery).where(
-                Delivery.id == claim.delivery_id,
-                Delivery.lease_until == claim.lease,
-                Delivery.status == PENDING,
+    held = (
+        Delivery.id == claim.delivery_id,
+        Delivery.lease_until == claim.lease,
+        Delivery.status == PENDING,
+    )
+    if status is not None and 200 <= status < 300:
+        async with _statement(runtime) as conn:
+            done = await conn.execute(
+                update(Delivery)
+                .where(*held)
+                .values(
+                    status=SUCCEEDED,
+                    lease_until=None,
+                    last_status_code=status,
+                    last_error=None,
+                    delivered_at=now,
+                )
             )
-        )
-        if delivery is None:  # our lease ran out and another worker took over
+        if done.rowcount != 1:  # our lease ran out and another worker took over
+            return False
+        metrics.DELIVERIES_SUCCEEDED.inc()
+        return True
+    async with unit_of_work(runtime) as session:
+        delivery = await session.scalar(select(Delivery).where(*held))
+        if delivery is None:
             return False
         delivery.lease_until = None
         delivery.last_status_code = status
-        if status is not None and 200 <= status < 300:
-            delivery.status = SUCCEEDED
-            delivery.delivered_at = now
-            delivery.last_error = None
-            metrics.DELIVERIES_SUCCEEDED.inc()
-            return True
         metrics.DELIVERIES_FAILED.inc()
         delivery.last_error = error
         if status == 410:
@@ -218,6 +321,24 @@ async def deliver_partition(runtime: Runtime, partition: str, *, limit: int = 10
     # Long backlog: hand the rest to a fresh job so other partitions get their turn.
     await runtime.queue.enqueue(Job.of("deliver", partition, key=f"deliver:{partition}:more"))
     return delivered
+
+
+async def deliver_rung(runtime: Runtime, rung: Iterable[Job]) -> None:
+    """Deliver the partitions a committed transaction rang for, from the job that committed it.
+
+    This saves a job per event and its wait in the queue. A partition another job is already
+    delivering is left to it: that job claims the next head after recording its own, and so
+    finds the new event. Should the delivery fail unexpectedly, the doorbell goes out after all.
+    """
+    for job in rung:
+        try:
+            await deliver_partition(runtime, str(job.args[0]))
+        except Exception:
+            log.exception("delivery failed; ringing for another job", extra={"job": job.key})
+            try:
+                await runtime.queue.enqueue(job)
+            except Exception as exc:
+                log.warning("could not enqueue %s (the sweep will retry): %s", job.key, exc)
 
 
 async def due_partitions(session: AsyncSession, now: datetime) -> list[tuple[str, int, int]]:

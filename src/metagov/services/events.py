@@ -15,7 +15,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.db.models import Community, Delivery, Driver, Event, Process
@@ -59,61 +59,83 @@ async def record_event(
     data: dict[str, Any],
     initiator: dict[str, Any] | None = None,
     process: Process | None = None,
-) -> Event:
-    """Store an event and a delivery for each endpoint that should receive it."""
-    seq, driver_id, patterns = (
+) -> int:
+    """Store an event and a delivery for each endpoint that should receive it; returns its id.
+
+    Three statements: number the event under the community's row lock (reading the Driver's
+    event URL in the same statement), insert it, insert its deliveries. They are Core
+    statements: nothing here needs the session's identity map.
+    """
+    event_url = (
+        select(Driver.event_url)
+        .where(Driver.id == Community.driver_id, Driver.revoked_at.is_(None))
+        .scalar_subquery()
+    )
+    seq, driver_id, patterns, driver_url = (
         await session.execute(
             update(Community)
             .where(Community.id == community_id)
             .values(last_event_seq=Community.last_event_seq + 1)
             .returning(
-                Community.last_event_seq, Community.driver_id, Community.subscribed_event_types
+                Community.last_event_seq,
+                Community.driver_id,
+                Community.subscribed_event_types,
+                event_url,
             )
             .execution_options(synchronize_session=False)
         )
     ).one()
-    event = Event(
-        community_id=community_id,
-        seq=seq,
-        source=source,
-        event_type=_storable(event_type),
-        data=_storable(data),
-        initiator=_storable(initiator),
-        process_id=process.id if process is not None else None,
-    )
-    session.add(event)
-    await session.flush()
+    process_id = process.id if process is not None else None
+    stored_type = _storable(event_type)
+    event_id = (
+        await session.execute(
+            insert(Event)
+            .values(
+                community_id=community_id,
+                seq=seq,
+                source=source,
+                event_type=stored_type,
+                data=_storable(data),
+                initiator=_storable(initiator),
+                process_id=process_id,
+            )
+            .returning(Event.id)
+        )
+    ).scalar_one()
     log.info(
         "event recorded",
         extra={
-            "event_id": event.id,
+            "event_id": event_id,
             "community_id": community_id,
-            "event_type": event.event_type,
-            "process_id": event.process_id,
+            "event_type": stored_type,
+            "process_id": process_id,
         },
     )
 
-    driver = await session.get_one(Driver, driver_id)
     targets: list[tuple[str, str]] = []
-    if driver.event_url and driver.revoked_at is None and subscribed(patterns, event_type):
-        targets.append(("driver", driver.event_url))
+    if driver_url and subscribed(patterns, event_type):
+        targets.append(("driver", driver_url))
     if process is not None and process.callback_url:
         targets.append(("callback", process.callback_url))
+    if not targets:
+        return event_id
+    deliveries = []
     for target, url in targets:
         partition = partition_of(community_id, url)
-        session.add(
-            Delivery(
-                event_id=event.id,
-                community_id=community_id,
-                driver_id=driver_id,
-                target=target,
-                url=url,
-                partition=partition,
-                seq=seq,
-            )
+        deliveries.append(
+            {
+                "event_id": event_id,
+                "community_id": community_id,
+                "driver_id": driver_id,
+                "target": target,
+                "url": url,
+                "partition": partition,
+                "seq": seq,
+            }
         )
         ring_after_commit(session, deliver_job(partition, seq))
-    return event
+    await session.execute(insert(Delivery).values(deliveries))
+    return event_id
 
 
 def _iso(moment: datetime) -> str:
@@ -139,7 +161,7 @@ def process_record(process: Process, community_slug: str) -> dict[str, Any]:
 
 async def record_process_event(
     session: AsyncSession, community: Community, process: Process
-) -> Event:
+) -> int:
     """Tell the Driver (and the process's callback URL) that a process changed.
 
     The type says what happened: ``process.completed``, ``process.failed``,

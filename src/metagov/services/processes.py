@@ -21,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from metagov.db.base import utcnow
 from metagov.db.models import Community, PluginInstance, Process
 from metagov.errors import Conflict, NotFound
+from metagov.jobs.queue import take_doorbells, unit_of_work
 from metagov.plugins.registry import PluginSpec, ProcessSpec
 from metagov.plugins.sdk import GovernanceProcess, ProcessContext, State, WebhookRequest
 from metagov.runtime import Runtime
-from metagov.services import events, lifecycle
+from metagov.services import deliveries, events, lifecycle
 from metagov.services.lifecycle import ProcessStatus
 from metagov.services.plugins import build_context, resolve_instance, save_effects
 
@@ -300,33 +301,43 @@ async def run_due_process(
 
     Safe to call from several workers at once: the row is claimed with ``FOR UPDATE SKIP
     LOCKED`` (on SQLite, the single writer serializes instead), and the due condition is checked
-    again after the claim, so each deadline closes the process exactly once.
+    again after the claim, so each deadline closes the process exactly once. The events the hook
+    recorded are delivered from here once committed.
     """
     now = now or utcnow()
     try:
-        async with runtime.sessions() as session, session.begin():
-            process = await session.scalar(
-                select(Process)
-                .where(Process.id == process_id, Process.status == ProcessStatus.PENDING.value)
-                .with_for_update(skip_locked=True)
-            )
-            if process is None or (process.retry_at is not None and process.retry_at > now):
+        async with unit_of_work(runtime) as session:
+            # The community and the instance come along, so the hook finds them in the session.
+            found = (
+                await session.execute(
+                    select(Process, Community, PluginInstance)
+                    .join(Community, Community.id == Process.community_id)
+                    .outerjoin(PluginInstance, PluginInstance.id == Process.plugin_instance_id)
+                    .where(Process.id == process_id, Process.status == ProcessStatus.PENDING.value)
+                    .with_for_update(of=Process, skip_locked=True)
+                )
+            ).one_or_none()
+            if found is None:
+                return False
+            process, community, _ = found
+            if process.retry_at is not None and process.retry_at > now:
                 return False
             process.retry_at = None
-            community = await session.get_one(Community, process.community_id)
             if process.closing_at is not None and process.closing_at <= now:
                 await _close_at_deadline(session, runtime, community, process)
-                return True
-            if process.next_update_at is not None and process.next_update_at <= now:
+            elif process.next_update_at is not None and process.next_update_at <= now:
                 await update_process(session, runtime, community, process)
-                return True
-            return False
+            else:
+                return False
+            rung = take_doorbells(session, "deliver")
     except Exception as exc:
         log.exception(
             "process %s: scheduled hook failed", process_id, extra={"process_id": process_id}
         )
         await _record_failure(runtime, process_id, exc)
         return False
+    await deliveries.deliver_rung(runtime, rung)
+    return True
 
 
 async def _close_at_deadline(

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import ScalarSelect, and_, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import aliased
 
 from metagov import metrics
 from metagov.db.base import utcnow
 from metagov.db.models import Community, InboundWebhook, PluginInstance, Process
 from metagov.errors import NotFound, Unauthorized
-from metagov.jobs.queue import Job, send_doorbells, unit_of_work
+from metagov.jobs.queue import Job, send_doorbells, take_doorbells, unit_of_work
 from metagov.plugins.registry import PluginSpec
 from metagov.plugins.sdk import (
     WebhookAccepted,
@@ -35,7 +36,7 @@ from metagov.plugins.sdk import (
     WebhookScope,
 )
 from metagov.runtime import Runtime
-from metagov.services import lifecycle
+from metagov.services import deliveries, lifecycle
 from metagov.services import plugins as plugin_service
 from metagov.services import processes as process_service
 
@@ -212,6 +213,13 @@ async def due_webhooks(session: AsyncSession, now: datetime, *, limit: int) -> l
     return sorted(newest)
 
 
+@dataclass(frozen=True)
+class _OlderFirst:
+    """An older webhook of the same sender is due: it must be handled first."""
+
+    inbox_id: int
+
+
 async def handle(runtime: Runtime, inbox_id: int) -> bool:
     """Handle one stored webhook, after any older one of the same sender still waiting.
 
@@ -220,72 +228,100 @@ async def handle(runtime: Runtime, inbox_id: int) -> bool:
     webhook whose handler failed and is waiting for its retry does not hold the others back.
     Idempotent: a webhook already handled is skipped. Returns whether ``inbox_id`` was handled now.
     """
-    async with runtime.sessions() as session:
-        row = await session.get(InboundWebhook, inbox_id)
-        if row is None or row.status != PENDING:
-            return False
-        same_sender = and_(
-            InboundWebhook.plugin_name == row.plugin_name,
-            InboundWebhook.plugin_instance_id == row.plugin_instance_id
-            if row.plugin_instance_id is not None
-            else InboundWebhook.community_platform_id == row.community_platform_id,
-        )
+    current = inbox_id
     while True:
-        async with runtime.sessions() as session:
-            oldest = await session.scalar(
-                select(func.min(InboundWebhook.id)).where(
-                    same_sender,
-                    InboundWebhook.status == PENDING,
-                    InboundWebhook.next_attempt_at <= utcnow(),
-                    InboundWebhook.id <= inbox_id,
-                )
-            )
-        if oldest is None:
-            return False
-        handled = await _handle_one(runtime, oldest)
-        if oldest == inbox_id:
-            return handled
+        outcome = await _handle_one(runtime, current)
+        if isinstance(outcome, _OlderFirst):
+            current = outcome.inbox_id
+        elif current == inbox_id:
+            return outcome
+        else:
+            current = inbox_id
 
 
-async def _handle_one(runtime: Runtime, inbox_id: int) -> bool:
-    """Run the plugin's receiver and the open processes' hooks for one stored webhook."""
+async def _handle_one(runtime: Runtime, inbox_id: int) -> bool | _OlderFirst:
+    """Run the plugin's receiver and the open processes' hooks for one stored webhook, unless an
+    older webhook of the same sender is due (then say which), then deliver the events recorded.
+
+    The row lock and the look for an older webhook are one statement.
+    """
     try:
         async with unit_of_work(runtime) as session:
             # Wait for (not skip) a row another job is handling: it then is no longer pending.
-            row = await session.scalar(
-                select(InboundWebhook)
-                .where(InboundWebhook.id == inbox_id, InboundWebhook.status == PENDING)
-                .with_for_update()
-            )
-            if row is None:
+            now = utcnow()
+            found = (
+                await session.execute(
+                    select(InboundWebhook, _oldest_due_before(now))
+                    .where(
+                        InboundWebhook.id == inbox_id,
+                        InboundWebhook.status == PENDING,
+                        InboundWebhook.next_attempt_at <= now,
+                    )
+                    .with_for_update(of=InboundWebhook)
+                )
+            ).one_or_none()
+            if found is None:
                 return False
+            row, older = found
+            if older is not None:
+                return _OlderFirst(older)
             spec = runtime.registry.get(row.plugin_name)
             request = WebhookRequest(headers=row.headers, body=row.body)
-            for instance in await _instances(session, row):
-                await _dispatch(session, runtime, spec, instance, request)
+            for instance, community in await _instances(session, row):
+                await _dispatch(session, runtime, spec, instance, community, request)
             row.status = HANDLED
             row.handled_at = utcnow()
             row.last_error = None
-            return True
+            rung = take_doorbells(session, "deliver")
     except Exception as exc:
         log.exception("webhook handler failed", extra={"inbox_id": inbox_id})
         await _record_failure(runtime, inbox_id, exc)
         return False
+    await deliveries.deliver_rung(runtime, rung)
+    return True
 
 
-async def _instances(session: AsyncSession, row: InboundWebhook) -> list[PluginInstance]:
-    if row.plugin_instance_id is not None:
-        instance = await session.get(PluginInstance, row.plugin_instance_id)
-        return [instance] if instance is not None else []
-    found = await session.scalars(
-        select(PluginInstance)
+def _oldest_due_before(now: datetime) -> ScalarSelect[int | None]:
+    """The oldest due pending webhook of the same sender as the row selected, older than it."""
+    older = aliased(InboundWebhook)
+    same_sender = or_(
+        and_(
+            InboundWebhook.plugin_instance_id.is_not(None),
+            older.plugin_instance_id == InboundWebhook.plugin_instance_id,
+        ),
+        and_(
+            InboundWebhook.plugin_instance_id.is_(None),
+            older.community_platform_id.is_not_distinct_from(InboundWebhook.community_platform_id),
+        ),
+    )
+    return (
+        select(func.min(older.id))
         .where(
+            older.plugin_name == InboundWebhook.plugin_name,
+            same_sender,
+            older.status == PENDING,
+            older.next_attempt_at <= now,
+            older.id < InboundWebhook.id,
+        )
+        .scalar_subquery()
+    )
+
+
+async def _instances(
+    session: AsyncSession, row: InboundWebhook
+) -> list[tuple[PluginInstance, Community]]:
+    """The instances a webhook is for, each with its community (one statement)."""
+    query = select(PluginInstance, Community).join(
+        Community, Community.id == PluginInstance.community_id
+    )
+    if row.plugin_instance_id is not None:
+        query = query.where(PluginInstance.id == row.plugin_instance_id)
+    else:
+        query = query.where(
             PluginInstance.name == row.plugin_name,
             PluginInstance.community_platform_id == row.community_platform_id,
-        )
-        .order_by(PluginInstance.id)
-    )
-    return list(found)
+        ).order_by(PluginInstance.id)
+    return [(instance, community) for instance, community in await session.execute(query)]
 
 
 async def _dispatch(
@@ -293,13 +329,15 @@ async def _dispatch(
     runtime: Runtime,
     spec: PluginSpec,
     instance: PluginInstance,
+    community: Community,
     request: WebhookRequest,
 ) -> None:
-    community = await session.get_one(Community, instance.community_id)
     ctx = plugin_service.build_context(runtime, spec, community, instance)
     await spec.plugin.receive_webhook(ctx, request)
     if await plugin_service.save_effects(session, instance, ctx):
         return  # the platform revoked us: the instance and its processes are gone
+    if not spec.processes:
+        return  # a plugin with no process type has no process to tell
     open_processes = await session.scalars(
         select(Process)
         .where(
