@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import httpx
-from sqlalchemy import Update, func, or_, select, update
+from sqlalchemy import Update, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from metagov import metrics, signing
-from metagov.db.base import utcnow
+from metagov.db.base import UTCDateTime, utcnow
 from metagov.db.models import Community, Delivery, Driver, Event
 from metagov.errors import NotFound
 from metagov.jobs.queue import Job, ring_after_commit, unit_of_work
@@ -114,16 +114,17 @@ _ATTEMPT = (
 _WITH_EVENT = (Event.id == Delivery.event_id, Community.id == Event.community_id)
 
 
-def _claim(partition: str, now: datetime, lease: datetime) -> Update:
+def _claim_statement() -> Update:
     """Lease the partition's head if it is due, not leased, and its endpoint is not disabled.
 
     One conditional UPDATE decides the race between workers: of two that see the same head, only
     one matches ``lease_until`` still free (PostgreSQL re-checks the conditions on the row it
     waited for; SQLite has one writer).
     """
+    now = bindparam("now", type_=UTCDateTime())
     head = (
         select(_Head.id)
-        .where(_Head.partition == partition, _Head.status == PENDING)
+        .where(_Head.partition == bindparam("head_partition"), _Head.status == PENDING)
         .order_by(_Head.seq)
         .limit(1)
         .scalar_subquery()
@@ -138,8 +139,35 @@ def _claim(partition: str, now: datetime, lease: datetime) -> Update:
             Driver.id == Delivery.driver_id,
             or_(Delivery.target != "driver", Driver.endpoint_disabled_at.is_(None)),
         )
-        .values(lease_until=lease, attempts=Delivery.attempts + 1)
+        .values(lease_until=bindparam("lease", type_=UTCDateTime()), attempts=Delivery.attempts + 1)
     )
+
+
+# The statements of every delivery, built once: building one costs more than running it.
+_CLAIM = _claim_statement()
+_CLAIM_FOR_ATTEMPT = _CLAIM.where(*_WITH_EVENT).returning(Delivery.id, Delivery.url, *_ATTEMPT)
+_CLAIM_ID = _CLAIM.returning(Delivery.id)
+_ATTEMPT_OF = select(Delivery.id, Delivery.url, *_ATTEMPT).where(
+    Delivery.id == bindparam("id"), Driver.id == Delivery.driver_id, *_WITH_EVENT
+)
+# Bind names must differ from the updated table's columns.
+_HELD = (
+    Delivery.id == bindparam("delivery_id"),
+    Delivery.lease_until == bindparam("lease", type_=UTCDateTime()),
+    Delivery.status == PENDING,
+)
+_SUCCEED = (
+    update(Delivery)
+    .where(*_HELD)
+    .values(
+        status=SUCCEEDED,
+        lease_until=None,
+        last_status_code=bindparam("status_code"),
+        last_error=None,
+        delivered_at=bindparam("now", type_=UTCDateTime()),
+    )
+)
+_HELD_ROW = select(Delivery).where(*_HELD)
 
 
 async def claim_head(runtime: Runtime, partition: str, now: datetime | None = None) -> Claim | None:
@@ -151,26 +179,16 @@ async def claim_head(runtime: Runtime, partition: str, now: datetime | None = No
     """
     now = now or utcnow()
     lease = now + timedelta(seconds=runtime.settings.delivery_lease_seconds)
-    claim = _claim(partition, now, lease)
+    params = {"head_partition": partition, "now": now, "lease": lease}
     async with _statement(runtime) as conn:
         if conn.dialect.name == "postgresql":
-            row = (
-                await conn.execute(
-                    claim.where(*_WITH_EVENT).returning(Delivery.id, Delivery.url, *_ATTEMPT)
-                )
-            ).one_or_none()
+            row = (await conn.execute(_CLAIM_FOR_ATTEMPT, params)).one_or_none()
         else:
-            claimed = (await conn.execute(claim.returning(Delivery.id))).scalar_one_or_none()
+            claimed = (await conn.execute(_CLAIM_ID, params)).scalar_one_or_none()
             row = (
                 None
                 if claimed is None
-                else (
-                    await conn.execute(
-                        select(Delivery.id, Delivery.url, *_ATTEMPT).where(
-                            Delivery.id == claimed, Driver.id == Delivery.driver_id, *_WITH_EVENT
-                        )
-                    )
-                ).one()
+                else (await conn.execute(_ATTEMPT_OF, {"id": claimed})).one()
             )
     if row is None:
         return None
@@ -251,30 +269,16 @@ async def record_result(
 ) -> bool:
     settings = runtime.settings
     now = utcnow()
-    held = (
-        Delivery.id == claim.delivery_id,
-        Delivery.lease_until == claim.lease,
-        Delivery.status == PENDING,
-    )
+    held = {"delivery_id": claim.delivery_id, "lease": claim.lease}
     if status is not None and 200 <= status < 300:
         async with _statement(runtime) as conn:
-            done = await conn.execute(
-                update(Delivery)
-                .where(*held)
-                .values(
-                    status=SUCCEEDED,
-                    lease_until=None,
-                    last_status_code=status,
-                    last_error=None,
-                    delivered_at=now,
-                )
-            )
+            done = await conn.execute(_SUCCEED, {**held, "status_code": status, "now": now})
         if done.rowcount != 1:  # our lease ran out and another worker took over
             return False
         metrics.DELIVERIES_SUCCEEDED.inc()
         return True
     async with unit_of_work(runtime) as session:
-        delivery = await session.scalar(select(Delivery).where(*held))
+        delivery = await session.scalar(_HELD_ROW, held)
         if delivery is None:
             return False
         delivery.lease_until = None

@@ -15,7 +15,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.db.models import Community, Delivery, Driver, Event, Process
@@ -50,6 +50,28 @@ def subscribed(patterns: Sequence[str] | None, event_type: str) -> bool:
     return patterns is None or any(fnmatchcase(event_type, p) for p in patterns)
 
 
+# Statements of every event, built once: building one costs more than running it.
+_EVENT_URL = (
+    select(Driver.event_url)
+    .where(Driver.id == Community.driver_id, Driver.revoked_at.is_(None))
+    .scalar_subquery()
+)
+_NUMBER = (
+    update(Community)
+    .where(Community.id == bindparam("community_id"))
+    .values(last_event_seq=Community.last_event_seq + 1)
+    .returning(
+        Community.last_event_seq,
+        Community.driver_id,
+        Community.subscribed_event_types,
+        _EVENT_URL,
+    )
+    .execution_options(synchronize_session=False)
+)
+_INSERT_EVENT = insert(Event).returning(Event.id)
+_INSERT_DELIVERY = insert(Delivery)
+
+
 async def record_event(
     session: AsyncSession,
     community_id: int,
@@ -66,40 +88,23 @@ async def record_event(
     event URL in the same statement), insert it, insert its deliveries. They are Core
     statements: nothing here needs the session's identity map.
     """
-    event_url = (
-        select(Driver.event_url)
-        .where(Driver.id == Community.driver_id, Driver.revoked_at.is_(None))
-        .scalar_subquery()
-    )
     seq, driver_id, patterns, driver_url = (
-        await session.execute(
-            update(Community)
-            .where(Community.id == community_id)
-            .values(last_event_seq=Community.last_event_seq + 1)
-            .returning(
-                Community.last_event_seq,
-                Community.driver_id,
-                Community.subscribed_event_types,
-                event_url,
-            )
-            .execution_options(synchronize_session=False)
-        )
+        await session.execute(_NUMBER, {"community_id": community_id})
     ).one()
     process_id = process.id if process is not None else None
     stored_type = _storable(event_type)
     event_id = (
         await session.execute(
-            insert(Event)
-            .values(
-                community_id=community_id,
-                seq=seq,
-                source=source,
-                event_type=stored_type,
-                data=_storable(data),
-                initiator=_storable(initiator),
-                process_id=process_id,
-            )
-            .returning(Event.id)
+            _INSERT_EVENT,
+            {
+                "community_id": community_id,
+                "seq": seq,
+                "source": source,
+                "event_type": stored_type,
+                "data": _storable(data),
+                "initiator": _storable(initiator),
+                "process_id": process_id,
+            },
         )
     ).scalar_one()
     log.info(
@@ -134,7 +139,7 @@ async def record_event(
             }
         )
         ring_after_commit(session, deliver_job(partition, seq))
-    await session.execute(insert(Delivery).values(deliveries))
+    await session.execute(_INSERT_DELIVERY, deliveries)
     return event_id
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.db.base import utcnow
@@ -294,6 +294,16 @@ async def due_process_ids(
         return list(closing), list(updating)
 
 
+# The scheduler's claim of one process, with its community and instance; built once.
+_CLAIM_DUE = (
+    select(Process, Community, PluginInstance)
+    .join(Community, Community.id == Process.community_id)
+    .outerjoin(PluginInstance, PluginInstance.id == Process.plugin_instance_id)
+    .where(Process.id == bindparam("process_id"), Process.status == ProcessStatus.PENDING.value)
+    .with_for_update(of=Process, skip_locked=True)
+)
+
+
 async def run_due_process(
     runtime: Runtime, process_id: int, *, now: datetime | None = None
 ) -> bool:
@@ -308,15 +318,7 @@ async def run_due_process(
     try:
         async with unit_of_work(runtime) as session:
             # The community and the instance come along, so the hook finds them in the session.
-            found = (
-                await session.execute(
-                    select(Process, Community, PluginInstance)
-                    .join(Community, Community.id == Process.community_id)
-                    .outerjoin(PluginInstance, PluginInstance.id == Process.plugin_instance_id)
-                    .where(Process.id == process_id, Process.status == ProcessStatus.PENDING.value)
-                    .with_for_update(of=Process, skip_locked=True)
-                )
-            ).one_or_none()
+            found = (await session.execute(_CLAIM_DUE, {"process_id": process_id})).one_or_none()
             if found is None:
                 return False
             process, community, _ = found

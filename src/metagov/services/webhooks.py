@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ScalarSelect, and_, bindparam, func, or_, select
+from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from metagov import metrics
-from metagov.db.base import utcnow
+from metagov.db.base import UTCDateTime, utcnow
 from metagov.db.models import Community, InboundWebhook, PluginInstance, Process
 from metagov.errors import NotFound, Unauthorized
 from metagov.jobs.queue import Job, send_doorbells, take_doorbells, unit_of_work
@@ -248,18 +248,8 @@ async def _handle_one(runtime: Runtime, inbox_id: int) -> bool | _OlderFirst:
     try:
         async with unit_of_work(runtime) as session:
             # Wait for (not skip) a row another job is handling: it then is no longer pending.
-            now = utcnow()
-            found = (
-                await session.execute(
-                    select(InboundWebhook, _oldest_due_before(now))
-                    .where(
-                        InboundWebhook.id == inbox_id,
-                        InboundWebhook.status == PENDING,
-                        InboundWebhook.next_attempt_at <= now,
-                    )
-                    .with_for_update(of=InboundWebhook)
-                )
-            ).one_or_none()
+            params = {"inbox_id": inbox_id, "now": utcnow()}
+            found = (await session.execute(_LOCK_IF_NEXT, params)).one_or_none()
             if found is None:
                 return False
             row, older = found
@@ -281,8 +271,10 @@ async def _handle_one(runtime: Runtime, inbox_id: int) -> bool | _OlderFirst:
     return True
 
 
-def _oldest_due_before(now: datetime) -> ScalarSelect[int | None]:
-    """The oldest due pending webhook of the same sender as the row selected, older than it."""
+def _lock_if_next() -> Select[InboundWebhook, int | None]:
+    """Lock a due pending webhook, and find the oldest due pending webhook of the same sender
+    that came before it, if any (which must then be handled first), in one statement."""
+    now = bindparam("now", type_=UTCDateTime())
     older = aliased(InboundWebhook)
     same_sender = or_(
         and_(
@@ -294,7 +286,7 @@ def _oldest_due_before(now: datetime) -> ScalarSelect[int | None]:
             older.community_platform_id.is_not_distinct_from(InboundWebhook.community_platform_id),
         ),
     )
-    return (
+    oldest_before = (
         select(func.min(older.id))
         .where(
             older.plugin_name == InboundWebhook.plugin_name,
@@ -305,23 +297,48 @@ def _oldest_due_before(now: datetime) -> ScalarSelect[int | None]:
         )
         .scalar_subquery()
     )
+    return (
+        select(InboundWebhook, oldest_before)
+        .where(
+            InboundWebhook.id == bindparam("inbox_id"),
+            InboundWebhook.status == PENDING,
+            InboundWebhook.next_attempt_at <= now,
+        )
+        .with_for_update(of=InboundWebhook)
+    )
+
+
+# The worker's statements, built once.
+_LOCK_IF_NEXT = _lock_if_next()
+_INSTANCES = select(PluginInstance, Community).join(
+    Community, Community.id == PluginInstance.community_id
+)
+_INSTANCE_BY_ID = _INSTANCES.where(PluginInstance.id == bindparam("instance_id"))
+_INSTANCES_OF_TENANT = _INSTANCES.where(
+    PluginInstance.name == bindparam("plugin"),
+    PluginInstance.community_platform_id == bindparam("platform_id"),
+).order_by(PluginInstance.id)
+_OPEN_PROCESSES = (
+    select(Process)
+    .where(
+        Process.plugin_instance_id == bindparam("instance_id"),
+        Process.status == lifecycle.ProcessStatus.PENDING.value,
+    )
+    .order_by(Process.id)
+    .with_for_update()
+)
 
 
 async def _instances(
     session: AsyncSession, row: InboundWebhook
 ) -> list[tuple[PluginInstance, Community]]:
     """The instances a webhook is for, each with its community (one statement)."""
-    query = select(PluginInstance, Community).join(
-        Community, Community.id == PluginInstance.community_id
-    )
     if row.plugin_instance_id is not None:
-        query = query.where(PluginInstance.id == row.plugin_instance_id)
+        found = await session.execute(_INSTANCE_BY_ID, {"instance_id": row.plugin_instance_id})
     else:
-        query = query.where(
-            PluginInstance.name == row.plugin_name,
-            PluginInstance.community_platform_id == row.community_platform_id,
-        ).order_by(PluginInstance.id)
-    return [(instance, community) for instance, community in await session.execute(query)]
+        params = {"plugin": row.plugin_name, "platform_id": row.community_platform_id}
+        found = await session.execute(_INSTANCES_OF_TENANT, params)
+    return [(instance, community) for instance, community in found]
 
 
 async def _dispatch(
@@ -338,15 +355,7 @@ async def _dispatch(
         return  # the platform revoked us: the instance and its processes are gone
     if not spec.processes:
         return  # a plugin with no process type has no process to tell
-    open_processes = await session.scalars(
-        select(Process)
-        .where(
-            Process.plugin_instance_id == instance.id,
-            Process.status == lifecycle.ProcessStatus.PENDING.value,
-        )
-        .order_by(Process.id)
-        .with_for_update()
-    )
+    open_processes = await session.scalars(_OPEN_PROCESSES, {"instance_id": instance.id})
     for process in open_processes:
         await process_service.receive_webhook(session, runtime, community, process, request)
 
