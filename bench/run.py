@@ -89,13 +89,11 @@ class Sizes:
     w4_in_process: bool
 
 
-# Two counts are below the issue's: W4 closes 5,000 due processes (not 10,000; the stored
-# counts, 100,000 vs 10,000, are the issue's) and W5 emits 3,000 events (not 10,000). On the
-# reference machine each close, and each event recorded and delivered, costs 12-35 ms of worker
-# CPU, so the counts take 20-25 minutes where the full run must stay under ~15. The
-# pass time and the drain time grow linearly with these counts, so the ratios do not change;
-# ``--size w4_due=10000 --size w5_events=10000`` runs the counts.
-FULL = Sizes(3, True, 8.0, 1.5, 30.0, 20.0, 4, 300, 3, 100_000, 10_000, 5_000, 3_000, 300.0, False)
+# The counts are the issue's: W4 closes 10,000 due processes with 100,000 and with 10,000 stored,
+# and W5 emits 10,000 events; the full run takes 12-16 minutes on the reference machine.
+FULL = Sizes(
+    3, True, 8.0, 1.5, 30.0, 20.0, 4, 300, 3, 100_000, 10_000, 10_000, 10_000, 300.0, False
+)
 QUICK = Sizes(1, False, 1.5, 0.5, 2.0, 1.5, 1, 40, 1, 2_000, 200, 50, 40, 30.0, False)
 
 
