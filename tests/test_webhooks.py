@@ -16,6 +16,7 @@ import httpx
 import pytest
 import respx
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from metagov.db.models import Delivery, InboundWebhook
 from metagov.jobs.functions import sweep
@@ -271,3 +272,26 @@ async def test_a_delivery_that_breaks_is_left_to_a_deliver_job(
     assert row is not None and row.status == "handled"
     assert [job.name for job in queue.jobs] == ["deliver"]
     assert await delivery_statuses(runtime) == ["pending"]
+
+
+async def test_an_instance_disabled_while_its_webhook_arrives_is_a_404_not_a_500(
+    client: httpx.AsyncClient,
+    hooked: dict[str, Any],
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The instance is looked up, then disabled before the webhook is stored: the platform is
+    told the plugin is gone, and nothing is stored."""
+    look_up = webhooks._target
+
+    async def then_disabled(conn: AsyncConnection, *args: Any) -> webhooks.Target:
+        found = await look_up(conn, *args)
+        await conn.execute(text("DELETE FROM plugin_instances WHERE id = :id"), {"id": found.id})
+        return found
+
+    monkeypatch.setattr(webhooks, "_target", then_disabled)
+    body = b'{"action": "opened"}'
+    response = await client.post(HOOK, content=body, headers=standard_signed(body))
+    assert response.status_code == 404
+    assert response.json()["code"] == "plugin_not_enabled"
+    assert await count_rows(runtime, "inbound_webhooks") == 0

@@ -174,7 +174,9 @@ async def _store(
         inserted: int | None = await conn.scalar(_INSERTS[conn.dialect.name], values)
     except IntegrityError:
         # The instance was disabled (or its community deleted) since it was looked up.
-        raise NotFound(f"plugin {spec.name!r} is no longer enabled here") from None
+        raise NotFound(
+            f"plugin {spec.name!r} is no longer enabled here", code="plugin_not_enabled"
+        ) from None
     metrics.WEBHOOKS_RECEIVED.labels(spec.name).inc()
     return inserted
 
