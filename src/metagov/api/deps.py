@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from metagov.db.models import Community, Driver
+from metagov.db.models import Community, Driver, PluginInstance
 from metagov.errors import BadRequest, NotFound, Unauthorized
 from metagov.jobs.queue import ring
 from metagov.runtime import Runtime
@@ -96,6 +97,35 @@ async def current_community(
     if community is None:
         raise NotFound(f"community {slug!r} not found", code="unknown_community")
     return community
+
+
+@dataclass(frozen=True)
+class PluginTarget:
+    """The community a request names, with its instances of the plugin the route is for."""
+
+    community: Community
+    instances: list[PluginInstance]
+
+
+def plugin_target(plugin: str) -> Callable[..., Awaitable[PluginTarget]]:
+    """A dependency like :data:`CurrentCommunity` for the routes of one plugin, which also
+    brings the community's instances of that plugin, in the same query."""
+
+    async def dependency(
+        session: SessionDep,
+        api_key: ApiKey,
+        slug: Annotated[str, Depends(_community_header)],
+    ) -> PluginTarget:
+        driver, community, instances = await communities.get_plugin_target(
+            session, api_key, slug, plugin
+        )
+        if driver is None:
+            raise Unauthorized(_INVALID_KEY)
+        if community is None:
+            raise NotFound(f"community {slug!r} not found", code="unknown_community")
+        return PluginTarget(community, instances)
+
+    return dependency
 
 
 async def public_community(

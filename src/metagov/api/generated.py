@@ -11,10 +11,18 @@ from collections.abc import Callable, Coroutine
 from enum import Enum
 from typing import Annotated, Any, Optional, cast
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from metagov.api.deps import CurrentCommunity, PublicCommunity, RowId, RuntimeDep, SessionDep
+from metagov.api.deps import (
+    CurrentCommunity,
+    PluginTarget,
+    PublicCommunity,
+    RowId,
+    RuntimeDep,
+    SessionDep,
+    plugin_target,
+)
 from metagov.api.schemas import PluginOut, ProcessRecord, ProcessStart
 from metagov.errors import ERROR_RESPONSES
 from metagov.plugins.registry import ActionSpec, PluginSpec, ProcessSpec
@@ -171,13 +179,15 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
     )
 
     async def run(
-        runtime: Any, session: Any, community: Any, body: BaseModel | None, pid: str | None
+        runtime: Any, session: Any, community: Any, instance: Any, body: BaseModel | None
     ) -> Any:
         params = action.input_model() if body is None else body.parameters  # type: ignore[attr-defined]
         result = await action_service.perform_action(
-            session, runtime, community, spec, action, params, community_platform_id=pid
+            session, runtime, community, instance, spec, action, params
         )
         return result if output else Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    target_of_plugin = plugin_target(spec.name)
 
     @router.post(
         f"/api/internal/action/{spec.name}.{action.slug}",
@@ -188,11 +198,15 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
     async def perform(
         runtime: RuntimeDep,
         session: SessionDep,
-        community: CurrentCommunity,
+        target: Annotated[PluginTarget, Depends(target_of_plugin)],
         community_platform_id: PlatformIdQuery = None,
         body: Any = None,
     ) -> Any:
-        return await run(runtime, session, community, body, community_platform_id)
+        community = target.community
+        instance = plugin_service.choose_instance(
+            target.instances, community.slug, spec.name, community_platform_id
+        )
+        return await run(runtime, session, community, instance, body)
 
     if not action.public:
         return
@@ -210,7 +224,10 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
         community_platform_id: PlatformIdQuery = None,
         body: Any = None,
     ) -> Any:
-        return await run(runtime, session, community, body, community_platform_id)
+        instance = await plugin_service.resolve_instance(
+            session, community, spec.name, community_platform_id
+        )
+        return await run(runtime, session, community, instance, body)
 
 
 def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from metagov.db.models import Community
+from metagov.db.models import Community, PluginInstance
 from metagov.plugins.registry import ActionSpec, PluginSpec
 from metagov.runtime import Runtime
-from metagov.services.plugins import build_context, resolve_instance, save_effects
+from metagov.services.plugins import build_context, save_effects
 from metagov.services.processes import PluginContractError
 
 
@@ -16,13 +16,12 @@ async def perform_action(
     session: AsyncSession,
     runtime: Runtime,
     community: Community,
+    instance: PluginInstance,
     spec: PluginSpec,
     action: ActionSpec,
     params: BaseModel,
-    *,
-    community_platform_id: str | None = None,
 ) -> BaseModel | None:
-    instance = await resolve_instance(session, community, spec.name, community_platform_id)
+    """Run ``action`` on ``instance`` (see ``plugins.resolve_instance``) and save its effects."""
     ctx = build_context(runtime, spec, community, instance)
     result = await action.method(ctx, params)
     await save_effects(session, instance, ctx)

@@ -38,6 +38,36 @@ async def get_community_for_key(
     return row[0], row[1]
 
 
+_WITH_INSTANCES = (
+    select(Driver, Community, PluginInstance)
+    .outerjoin(
+        Community, and_(Community.driver_id == Driver.id, Community.slug == bindparam("slug"))
+    )
+    .outerjoin(
+        PluginInstance,
+        and_(
+            PluginInstance.community_id == Community.id,
+            PluginInstance.name == bindparam("plugin"),
+        ),
+    )
+    .where(Driver.api_key_hash == bindparam("key_hash"), Driver.revoked_at.is_(None))
+    .order_by(PluginInstance.id)
+)
+
+
+async def get_plugin_target(
+    session: AsyncSession, api_key: str, slug: str, plugin: str
+) -> tuple[Driver | None, Community | None, list[PluginInstance]]:
+    """As :func:`get_community_for_key`, plus the community's instances of ``plugin`` (by id),
+    still in one query: an action needs all three."""
+    params = {"key_hash": drivers.hash_api_key(api_key), "slug": slug, "plugin": plugin}
+    rows = (await session.execute(_WITH_INSTANCES, params)).all()
+    if not rows:
+        return None, None, []
+    driver, community = rows[0][0], rows[0][1]
+    return driver, community, [row[2] for row in rows if row[2] is not None]
+
+
 async def get_community(session: AsyncSession, driver: Driver, slug: str) -> Community:
     """The Driver's community ``slug``; 404 whether it does not exist or belongs to another."""
     community = await session.scalar(
