@@ -288,9 +288,10 @@ class Bench:
         return cpu, int(after.get(-1, 0) - before.get(-1, 0))
 
     async def clean(self) -> None:
-        """Empty the tables the workloads fill, and the Redis queue; then vacuum and checkpoint,
-        so that no workload pays for the writes of the one before (every event updates its
-        community's row, so a busy workload leaves thousands of dead versions of a few rows)."""
+        """Empty the tables the workloads fill, and the Redis queue; then vacuum, analyze and
+        checkpoint, so that no workload pays for the writes of the one before (every event
+        updates its community's row, so a busy workload leaves thousands of dead versions of a
+        few rows, and the bench's tables would otherwise never be analyzed)."""
         await self.sql(
             "TRUNCATE inbound_webhooks, deliveries, events, processes, bench_baseline_webhooks"
         )
