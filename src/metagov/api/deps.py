@@ -84,18 +84,26 @@ async def _community_header(
     return x_metagov_community
 
 
+async def _community_for_key(
+    session: AsyncSession, api_key: str, slug: str, plugin: str | None = None
+) -> tuple[Community, list[PluginInstance]]:
+    """The Driver's community and its instances of ``plugin``, found with the Driver in one
+    query: 401 for a bad key first, then 404 for a community the Driver cannot see."""
+    driver, community, instances = await communities.get_for_key(session, api_key, slug, plugin)
+    if driver is None:
+        raise Unauthorized(_INVALID_KEY)
+    if community is None:
+        raise NotFound(f"community {slug!r} not found", code="unknown_community")
+    return community, instances
+
+
 async def current_community(
     session: SessionDep,
     api_key: ApiKey,
     slug: Annotated[str, Depends(_community_header)],
 ) -> Community:
-    """The Driver's community named in the header, found together with the Driver in one query
-    (the key is checked first: 401 for a bad key, then 404 for a community it cannot see)."""
-    driver, community = await communities.get_community_for_key(session, api_key, slug)
-    if driver is None:
-        raise Unauthorized(_INVALID_KEY)
-    if community is None:
-        raise NotFound(f"community {slug!r} not found", code="unknown_community")
+    """The Driver's community named in the header."""
+    community, _ = await _community_for_key(session, api_key, slug)
     return community
 
 
@@ -116,14 +124,7 @@ def plugin_target(plugin: str) -> Callable[..., Awaitable[PluginTarget]]:
         api_key: ApiKey,
         slug: Annotated[str, Depends(_community_header)],
     ) -> PluginTarget:
-        driver, community, instances = await communities.get_plugin_target(
-            session, api_key, slug, plugin
-        )
-        if driver is None:
-            raise Unauthorized(_INVALID_KEY)
-        if community is None:
-            raise NotFound(f"community {slug!r} not found", code="unknown_community")
-        return PluginTarget(community, instances)
+        return PluginTarget(*await _community_for_key(session, api_key, slug, plugin))
 
     return dependency
 

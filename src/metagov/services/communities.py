@@ -16,29 +16,9 @@ from metagov.runtime import Runtime
 from metagov.services import drivers
 from metagov.services import plugins as plugin_service
 
-# Hot statements, built once: building one costs more than running it.
-_BY_KEY_AND_SLUG = (
-    select(Driver, Community)
-    .outerjoin(
-        Community, and_(Community.driver_id == Driver.id, Community.slug == bindparam("slug"))
-    )
-    .where(Driver.api_key_hash == bindparam("key_hash"), Driver.revoked_at.is_(None))
-)
-
-
-async def get_community_for_key(
-    session: AsyncSession, api_key: str, slug: str
-) -> tuple[Driver | None, Community | None]:
-    """The active Driver holding ``api_key`` and its community ``slug``, in one query; either
-    is None when there is no such Driver, or no such community of that Driver."""
-    params = {"key_hash": drivers.hash_api_key(api_key), "slug": slug}
-    row = (await session.execute(_BY_KEY_AND_SLUG, params)).first()
-    if row is None:
-        return None, None
-    return row[0], row[1]
-
-
-_WITH_INSTANCES = (
+# The lookup behind every community-scoped Driver request, built once: building a statement
+# costs more than running it. With no plugin named, the instance join matches nothing.
+_DRIVER_COMMUNITY_INSTANCES = (
     select(Driver, Community, PluginInstance)
     .outerjoin(
         Community, and_(Community.driver_id == Driver.id, Community.slug == bindparam("slug"))
@@ -55,13 +35,14 @@ _WITH_INSTANCES = (
 )
 
 
-async def get_plugin_target(
-    session: AsyncSession, api_key: str, slug: str, plugin: str
+async def get_for_key(
+    session: AsyncSession, api_key: str, slug: str, plugin: str | None = None
 ) -> tuple[Driver | None, Community | None, list[PluginInstance]]:
-    """As :func:`get_community_for_key`, plus the community's instances of ``plugin`` (by id),
-    still in one query: an action needs all three."""
+    """The active Driver holding ``api_key``, its community ``slug`` and that community's
+    instances of ``plugin`` (by id), in one query. The Driver or the community is None when
+    there is no such Driver, or no such community of that Driver."""
     params = {"key_hash": drivers.hash_api_key(api_key), "slug": slug, "plugin": plugin}
-    rows = (await session.execute(_WITH_INSTANCES, params)).all()
+    rows = (await session.execute(_DRIVER_COMMUNITY_INSTANCES, params)).all()
     if not rows:
         return None, None, []
     driver, community = rows[0][0], rows[0][1]
