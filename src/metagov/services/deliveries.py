@@ -28,7 +28,7 @@ from metagov import metrics, signing
 from metagov.db.base import UTCDateTime, utcnow
 from metagov.db.models import Community, Delivery, Driver, Event
 from metagov.errors import NotFound
-from metagov.jobs.queue import Job, ring_after_commit, unit_of_work
+from metagov.jobs.queue import Job, ring_after_commit, send_doorbells, unit_of_work
 from metagov.runtime import Runtime
 from metagov.services.events import deliver_job, envelope
 
@@ -339,10 +339,7 @@ async def deliver_rung(runtime: Runtime, rung: Iterable[Job]) -> None:
             await deliver_partition(runtime, str(job.args[0]))
         except Exception:
             log.exception("delivery failed; ringing for another job", extra={"job": job.key})
-            try:
-                await runtime.queue.enqueue(job)
-            except Exception as exc:
-                log.warning("could not enqueue %s (the sweep will retry): %s", job.key, exc)
+            await send_doorbells(runtime, [job])
 
 
 async def due_partitions(session: AsyncSession, now: datetime) -> list[tuple[str, int, int]]:
