@@ -23,7 +23,7 @@ _BODY = {
 
 async def _read(request: Request) -> WebhookRequest:
     return WebhookRequest(
-        headers={k.lower(): v for k, v in request.headers.items()},
+        headers=webhooks.request_headers(request.headers),
         body=await request.body(),
         query=dict(request.query_params),
     )
