@@ -25,14 +25,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (0 if it is gone)."""
+def _stat_seconds(pid: int, first: int) -> float:
+    """The sum of two clock-tick fields of ``/proc/<pid>/stat`` from ``first`` (counted after
+    the command name), in seconds; 0 if the process is gone."""
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
     fields = data[data.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return (int(fields[first]) + int(fields[first + 1])) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (0 if it is gone)."""
+    return _stat_seconds(pid, 11)
 
 
 def machine_cpu() -> dict[str, float]:
@@ -49,12 +55,7 @@ def machine_cpu() -> dict[str, float]:
 
 def children_cpu_seconds(pid: int) -> float:
     """CPU seconds of the exited children a process has waited for (cutime + cstime)."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = data[data.rindex(")") + 2 :].split()
-    return (int(fields[13]) + int(fields[14])) / CLK_TCK
+    return _stat_seconds(pid, 13)
 
 
 def parent_pid(pid: int) -> int | None:
