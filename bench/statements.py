@@ -4,11 +4,12 @@
 stores ``n`` inbox rows each way, one at a time on a pooled connection, printing the CPU time
 per row of this process (PostgreSQL's own time is not counted):
 
-- ``gateway``: what the webhook route runs (``metagov.services.webhooks``): a transaction with
-  the joined instance lookup and the ``INSERT … ON CONFLICT DO NOTHING RETURNING``, both
-  prebuilt SQLAlchemy Core statements;
-- ``core insert``: the same transaction without the lookup;
-- ``raw asyncpg``: the same ``INSERT`` as SQL text on the asyncpg connection underneath
+- ``gateway``: what the webhook route runs (``metagov.services.webhooks``) once it knows the
+  instance: one prebuilt SQLAlchemy Core ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``
+  that stores the webhook only if the instance is still current, in autocommit;
+- ``lookup + insert``: the shape the route had before, a transaction with the joined instance
+  lookup and a plain ``INSERT … ON CONFLICT DO NOTHING RETURNING``;
+- ``raw asyncpg``: a plain ``INSERT`` as SQL text on the asyncpg connection underneath
   SQLAlchemy's pool (the baseline of W1 runs exactly this), in autocommit.
 
 It runs in a single process with nothing else going on, so its figures are steadier than W1's
@@ -26,10 +27,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from metagov.db import migrate
 from metagov.db.base import utcnow
+from metagov.db.engine import single_statement
+from metagov.db.models import Community, Driver, PluginInstance
 from metagov.services import webhooks
 
 RAW_INSERT = """
@@ -61,16 +64,46 @@ def _values(n: int) -> dict[str, Any]:
     }
 
 
-def _ways(engine: AsyncEngine) -> dict[str, Callable[[int], Awaitable[None]]]:
+async def _instance(engine: AsyncEngine) -> webhooks.Target:
+    """A community with one ``webhook`` instance, for the gateway's statement to store against."""
+    async with AsyncSession(engine) as session, session.begin():
+        driver = Driver(name="bench", api_key_hash="x" * 64)
+        session.add(driver)
+        await session.flush()
+        community = Community(slug="bench", driver_id=driver.id)
+        session.add(community)
+        await session.flush()
+        session.add(PluginInstance(community_id=community.id, name="webhook"))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(webhooks._TARGETS, {"slug": "bench", "plugin": "webhook"})).all()
+    return webhooks.Target(*rows[0])
+
+
+def _ways(
+    engine: AsyncEngine, target: webhooks.Target
+) -> dict[str, Callable[[int], Awaitable[None]]]:
     insert = webhooks._INSERTS["postgresql"]
+    checked = webhooks._INSERTS_IF_CURRENT["postgresql"]
 
     async def gateway(n: int) -> None:
+        values = _values(n)
+        params = {
+            "dedupe": values["dedupe_key"],
+            "platform_id": "",
+            "request_headers": HEADERS,
+            "request_body": BODY,
+            "now": values["received_at"],
+            "instance_id": target.id,
+            "updated_at": target.updated_at,
+            "slug": "bench",
+            "instances": 1,
+        }
+        async with single_statement(engine) as conn:
+            assert await conn.scalar(checked, params) is not None
+
+    async def lookup_insert(n: int) -> None:
         async with engine.begin() as conn:
             await conn.execute(webhooks._TARGETS, {"slug": "bench", "plugin": "webhook"})
-            await conn.scalar(insert, _values(n))
-
-    async def core_insert(n: int) -> None:
-        async with engine.begin() as conn:
             await conn.scalar(insert, _values(n))
 
     async def raw_asyncpg(n: int) -> None:
@@ -82,7 +115,7 @@ def _ways(engine: AsyncEngine) -> dict[str, Callable[[int], Awaitable[None]]]:
                 RAW_INSERT, values["dedupe_key"], json.dumps(HEADERS), BODY, values["received_at"]
             )
 
-    return {"gateway": gateway, "core insert": core_insert, "raw asyncpg": raw_asyncpg}
+    return {"gateway": gateway, "lookup + insert": lookup_insert, "raw asyncpg": raw_asyncpg}
 
 
 async def run(dsn: str, count: int) -> dict[str, float]:
@@ -95,7 +128,7 @@ async def run(dsn: str, count: int) -> dict[str, float]:
     try:
         await migrate.upgrade(url)
         results: dict[str, float] = {}
-        for label, way in _ways(engine).items():
+        for label, way in _ways(engine, await _instance(engine)).items():
             for n in range(200):  # warm the statement caches and the pool
                 await way(-n - 1)
             started = time.process_time()
@@ -122,9 +155,9 @@ def main() -> None:
         pass
     results = asyncio.run(run(args.pg, args.n))
     raw = results["raw asyncpg"]
-    print(f"{'way':<14} {'CPU ms/row':>10} {'x raw':>7}")
+    print(f"{'way':<16} {'CPU ms/row':>10} {'x raw':>7}")
     for label, cost in results.items():
-        print(f"{label:<14} {cost:>10.3f} {cost / raw:>7.2f}")
+        print(f"{label:<16} {cost:>10.3f} {cost / raw:>7.2f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import httpx
 import pytest
 import respx
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from metagov.db.models import Delivery, InboundWebhook
 from metagov.jobs.functions import sweep
@@ -30,10 +29,12 @@ SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 HOOK = "/api/hooks/commons/webhook"
 
 
-def standard_signed(body: bytes, msg_id: str = "msg_1", ts: int | None = None) -> dict[str, str]:
+def standard_signed(
+    body: bytes, msg_id: str = "msg_1", ts: int | None = None, secret: str = SECRET
+) -> dict[str, str]:
     """Headers a Standard Webhooks sender computes (written out here, not taken from the app)."""
     stamp = str(int(time.time()) if ts is None else ts)
-    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    key = base64.b64decode(secret.removeprefix("whsec_"))
     mac = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
     return {
         "webhook-id": msg_id,
@@ -282,16 +283,79 @@ async def test_an_instance_disabled_while_its_webhook_arrives_is_a_404_not_a_500
 ) -> None:
     """The instance is looked up, then disabled before the webhook is stored: the platform is
     told the plugin is gone, and nothing is stored."""
-    look_up = webhooks._target
+    look_up = webhooks._load_targets
 
-    async def then_disabled(conn: AsyncConnection, *args: Any) -> webhooks.Target:
-        found = await look_up(conn, *args)
-        await conn.execute(text("DELETE FROM plugin_instances WHERE id = :id"), {"id": found.id})
+    async def then_disabled(*args: Any) -> tuple[webhooks.Target, ...]:
+        found = await look_up(*args)
+        async with runtime.engine.begin() as conn:
+            await conn.execute(text("DELETE FROM plugin_instances"))
         return found
 
-    monkeypatch.setattr(webhooks, "_target", then_disabled)
+    monkeypatch.setattr(webhooks, "_load_targets", then_disabled)
     body = b'{"action": "opened"}'
     response = await client.post(HOOK, content=body, headers=standard_signed(body))
     assert response.status_code == 404
     assert response.json()["code"] == "plugin_not_enabled"
     assert await count_rows(runtime, "inbound_webhooks") == 0
+
+
+async def test_a_new_secret_applies_to_the_next_webhook(
+    client: httpx.AsyncClient, alice: DriverKey, hooked: dict[str, Any], runtime: Runtime
+) -> None:
+    """The route keeps what it knows of the instance between webhooks; a config change is still
+    seen at once: the old secret stops working, the new one works, on the next request."""
+    body = b'{"action": "before"}'
+    assert (await client.post(HOOK, content=body, headers=standard_signed(body))).status_code == 200
+    new_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    response = await client.post(
+        "/api/internal/plugin/webhook",
+        json={"secret": new_secret, "event_type_field": "action"},
+        headers=alice.to("commons"),
+    )
+    assert response.status_code in (200, 201), response.text
+    body = b'{"action": "after"}'
+    rejected = await client.post(HOOK, content=body, headers=standard_signed(body, "msg_old"))
+    assert rejected.status_code == 401
+    signed_new = standard_signed(body, "msg_new", secret=new_secret)
+    assert (await client.post(HOOK, content=body, headers=signed_new)).status_code == 200
+    assert await count_rows(runtime, "inbound_webhooks") == 2
+
+
+async def test_a_second_instance_makes_the_url_ambiguous_at_once(
+    client: httpx.AsyncClient, alice: DriverKey, hooked: dict[str, Any], runtime: Runtime
+) -> None:
+    """Once a community has two instances of the plugin, a webhook must say which one it is
+    for, even right after webhooks were taken for the single one."""
+    body = b'{"action": "one"}'
+    assert (await client.post(HOOK, content=body, headers=standard_signed(body))).status_code == 200
+    response = await client.post(
+        "/api/internal/plugin/webhook",
+        json={"secret": SECRET, "event_type_field": "action", "source_name": "second"},
+        headers=alice.to("commons"),
+    )
+    assert response.status_code == 201, response.text
+    body = b'{"action": "two"}'
+    ambiguous = await client.post(HOOK, content=body, headers=standard_signed(body, "msg_2"))
+    assert ambiguous.status_code == 409
+    assert ambiguous.json()["code"] == "ambiguous_plugin"
+    chosen = await client.post(
+        HOOK + "?community_platform_id=second", content=body, headers=standard_signed(body, "msg_2")
+    )
+    assert chosen.status_code == 200
+    assert await count_rows(runtime, "inbound_webhooks") == 2
+
+
+async def test_a_disabled_instance_stops_taking_webhooks_at_once(
+    client: httpx.AsyncClient, alice: DriverKey, hooked: dict[str, Any], runtime: Runtime
+) -> None:
+    body = b'{"action": "one"}'
+    assert (await client.post(HOOK, content=body, headers=standard_signed(body))).status_code == 200
+    response = await client.delete(
+        f"/api/internal/plugin/webhook/{hooked['id']}", headers=alice.to("commons")
+    )
+    assert response.status_code == 204
+    body = b'{"action": "two"}'
+    gone = await client.post(HOOK, content=body, headers=standard_signed(body, "msg_2"))
+    assert gone.status_code == 404
+    assert gone.json()["code"] == "plugin_not_enabled"
+    assert await count_rows(runtime, "inbound_webhooks") == 1

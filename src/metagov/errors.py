@@ -86,6 +86,13 @@ class AmbiguousPlugin(Conflict):
         return ErrorBody(detail=self.detail, code=self.code, choices=self.choices)
 
 
+class ServiceUnavailable(MetagovError):
+    """The request could not be served now, and can be sent again as it is."""
+
+    status_code = 503
+    code = "unavailable"
+
+
 class PayloadTooLarge(MetagovError):
     status_code = 413
     code = "payload_too_large"

@@ -10,16 +10,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from metagov.cache import BoundedCache
 from metagov.config import Settings
 from metagov.crypto import SecretBox
 from metagov.db.engine import SessionFactory, create_engine, create_session_factory
 from metagov.jobs.queue import JobQueue, NullQueue
 from metagov.plugins.registry import PluginRegistry
+
+if TYPE_CHECKING:
+    from metagov.services.webhooks import Target
 
 
 @dataclass
@@ -33,9 +38,16 @@ class Runtime:
     # Replaced by the app or the worker with the queue of their mode.
     queue: JobQueue = field(default_factory=NullQueue)
     # Decrypted, validated plugin configs, keyed by what changes when the config does.
-    config_cache: dict[tuple[int, datetime, str | None], BaseModel] = field(default_factory=dict)
+    config_cache: BoundedCache[tuple[int, datetime, str | None], BaseModel] = field(
+        default_factory=BoundedCache
+    )
     # Decrypted Driver signing secrets, keyed by their ciphertext (a rotation changes it).
-    signing_secret_cache: dict[str, str] = field(default_factory=dict)
+    signing_secret_cache: BoundedCache[str, str] = field(default_factory=BoundedCache)
+    # The plugin instances a webhook URL names, by (community slug, plugin); every webhook stored
+    # with them checks in the same statement that they are still current.
+    webhook_targets: BoundedCache[tuple[str, str], tuple[Target, ...]] = field(
+        default_factory=BoundedCache
+    )
 
     @classmethod
     @asynccontextmanager

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -63,3 +66,19 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def single_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for work that is one statement, which is atomic by itself.
+
+    On PostgreSQL it autocommits: one round trip instead of three with ``BEGIN`` and ``COMMIT``,
+    and on a busy path each round trip costs as much CPU as the statement. SQLite keeps the
+    transaction, whose ``BEGIN IMMEDIATE`` queues its writers.
+    """
+    async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            async with conn.begin():
+                yield conn

@@ -50,18 +50,12 @@ class Claim:
     secrets: list[str]
 
 
-# Decrypted signing secrets kept per process; a Fernet decryption per delivery adds up.
-SECRET_CACHE_SIZE = 1024
-
-
 def _decrypt_secret(runtime: Runtime, ciphertext: str) -> str:
-    cache = runtime.signing_secret_cache
-    found = cache.get(ciphertext)
+    """Decrypt a signing secret once per process: a Fernet decryption per delivery adds up."""
+    found = runtime.signing_secret_cache.get(ciphertext)
     if found is None:
         found = runtime.secrets.decrypt_text(ciphertext)
-        if len(cache) >= SECRET_CACHE_SIZE:
-            cache.clear()
-        cache[ciphertext] = found
+        runtime.signing_secret_cache.put(ciphertext, found)
     return found
 
 

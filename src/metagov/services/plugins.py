@@ -87,9 +87,6 @@ def stored_secrets(runtime: Runtime, instance: InstanceLike) -> dict[str, Any]:
     return runtime.secrets.decrypt(instance.secrets) if instance.secrets else {}
 
 
-CONFIG_CACHE_SIZE = 1024
-
-
 def load_config(runtime: Runtime, spec: PluginSpec, instance: InstanceLike) -> BaseModel:
     """The instance's config as the plugin's model, secrets decrypted.
 
@@ -104,9 +101,7 @@ def load_config(runtime: Runtime, spec: PluginSpec, instance: InstanceLike) -> B
         found = spec.config_model.model_validate(
             {**instance.config, **stored_secrets(runtime, instance)}
         )
-        if len(runtime.config_cache) >= CONFIG_CACHE_SIZE:
-            runtime.config_cache.clear()
-        runtime.config_cache[key] = found
+        runtime.config_cache.put(key, found)
     return found.model_copy()
 
 

@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select
+from pydantic import BaseModel
+from sqlalchemy import LargeBinary, Select, String, and_, bindparam, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from metagov import metrics
-from metagov.db.base import UTCDateTime, utcnow
+from metagov.db.base import JSONType, UTCDateTime, utcnow
+from metagov.db.engine import single_statement
 from metagov.db.models import Community, InboundWebhook, PluginInstance, Process
-from metagov.errors import NotFound, Unauthorized
+from metagov.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
 from metagov.jobs.queue import Job, send_doorbells, take_doorbells, unit_of_work
 from metagov.plugins.registry import PluginSpec
 from metagov.plugins.sdk import (
@@ -79,11 +81,76 @@ _TARGETS = (
     .order_by(PluginInstance.id)
 )
 _COMMUNITY_EXISTS = select(Community.id).where(Community.slug == bindparam("slug"))
+_INBOX_COLUMNS = (
+    "plugin_name",
+    "dedupe_key",
+    "community_id",
+    "plugin_instance_id",
+    "community_platform_id",
+    "headers",
+    "body",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "received_at",
+)
+
+
+def _insert_if_current(dialect: Any) -> Any:
+    """Store a webhook for an instance only if the instance is still as it was when its
+    signature was checked: same ``updated_at`` (every config change moves it), still in the
+    community the URL names, which still has as many instances of the plugin.
+
+    This is what lets the request path keep its targets in memory and still take each webhook in
+    one statement: a stale target stores nothing, and the route looks again.
+    """
+    siblings = aliased(PluginInstance)
+    instances = (
+        select(func.count())
+        .where(
+            siblings.community_id == PluginInstance.community_id,
+            siblings.name == PluginInstance.name,
+        )
+        .scalar_subquery()
+    )
+    now = bindparam("now", type_=UTCDateTime())
+    row = (
+        select(
+            PluginInstance.name,
+            bindparam("dedupe", type_=String()),
+            PluginInstance.community_id,
+            PluginInstance.id,
+            bindparam("platform_id", type_=String()),
+            bindparam("request_headers", type_=JSONType),
+            bindparam("request_body", type_=LargeBinary()),
+            literal(PENDING),
+            literal(0),
+            now,
+            now,
+        )
+        .join(Community, Community.id == PluginInstance.community_id)
+        .where(
+            PluginInstance.id == bindparam("instance_id"),
+            PluginInstance.updated_at == bindparam("updated_at", type_=UTCDateTime()),
+            Community.slug == bindparam("slug"),
+            instances == bindparam("instances"),
+        )
+    )
+    return (
+        dialect.insert(InboundWebhook)
+        .from_select(_INBOX_COLUMNS, row)
+        .on_conflict_do_nothing(index_elements=["plugin_name", "dedupe_key"])
+        .returning(InboundWebhook.id)
+    )
+
+
+_DIALECTS = (("postgresql", postgresql), ("sqlite", sqlite))
+_INSERTS_IF_CURRENT = {name: _insert_if_current(dialect) for name, dialect in _DIALECTS}
 _INSERTS = {
     name: dialect.insert(InboundWebhook)
     .on_conflict_do_nothing(index_elements=["plugin_name", "dedupe_key"])
     .returning(InboundWebhook.id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+    for name, dialect in _DIALECTS
 }
 _PLATFORM_TENANT = (
     select(PluginInstance.id)
@@ -93,6 +160,8 @@ _PLATFORM_TENANT = (
     )
     .limit(1)
 )
+# A cached target is tried once; then the targets are read afresh up to this many times.
+_FRESH_LOOKS = 2
 
 
 async def receive(
@@ -104,88 +173,158 @@ async def receive(
 ) -> WebhookReply:
     """Verify and store one webhook; returns what to answer the platform.
 
-    This is the busiest route, so it stays lean: one short transaction with a joined lookup of
-    the instance and one ``INSERT … ON CONFLICT DO NOTHING``, Core statements built once, the
-    plugin's config from the per-process cache, and the doorbell after the commit.
+    This is the busiest route, so it stays lean: Core statements built once, the plugin's config
+    from the per-process cache, and the doorbell after the commit. A webhook for an instance
+    usually costs one statement: the instance comes from memory and the insert checks it is
+    still current (see :func:`_insert_if_current`).
     """
     spec = runtime.registry.get(plugin)
     scope = WebhookScope.INSTANCE if community_slug is not None else WebhookScope.PLATFORM
     if spec.webhooks is not scope:
         raise NotFound(f"plugin {plugin!r} takes no webhooks at this URL")
-    async with runtime.engine.begin() as conn:
-        target: Target | None = None
-        config = None
-        if community_slug is not None:
-            target = await _target(conn, spec, community_slug, request)
-            config = plugin_service.load_config(runtime, spec, target)
-        try:
-            accepted = await spec.plugin.verify_webhook(request, config)
-        except WebhookRejected as exc:
-            metrics.WEBHOOKS_REJECTED.labels(plugin, exc.reason).inc()
-            log.info("webhook rejected", extra={"plugin": plugin, "reason": exc.reason})
-            raise Unauthorized(f"webhook rejected: {exc.reason}", code="webhook_rejected") from None
-        inserted = await _store(conn, spec, request, accepted, target) if accepted.store else None
+    if community_slug is not None:
+        accepted, inserted = await _receive_for_instance(runtime, spec, community_slug, request)
+    else:
+        accepted, inserted = await _receive_for_platform(runtime, spec, request)
     if inserted is not None:
         await send_doorbells(runtime, [handle_job(inserted)])
     return accepted.reply or ACK
 
 
-async def _target(
-    conn: AsyncConnection, spec: PluginSpec, slug: str, request: WebhookRequest
-) -> Target:
-    rows = (await conn.execute(_TARGETS, {"slug": slug, "plugin": spec.name})).all()
-    if not rows and (await conn.scalar(_COMMUNITY_EXISTS, {"slug": slug})) is None:
-        raise NotFound(f"community {slug!r} not found", code="unknown_community")
-    found = [Target(*row) for row in rows]
-    pid = request.query.get("community_platform_id")
-    return plugin_service.choose_instance(found, slug, spec.name, pid)
+async def _receive_for_instance(
+    runtime: Runtime, spec: PluginSpec, slug: str, request: WebhookRequest
+) -> tuple[WebhookAccepted, int | None]:
+    """Verify with the instance's config and store; the stored webhook's id, or None for a
+    redelivery (or a reply that stores nothing).
+
+    The targets of ``(slug, plugin)`` are kept in memory. Whatever a stale copy could get wrong
+    (an unknown instance, a rejected signature, a refused insert) is tried again with targets
+    read afresh, so a change of config, secret or instances is seen by the next webhook.
+    """
+    key = (slug, spec.name)
+    targets = runtime.webhook_targets.get(key)
+    fresh = targets is None
+    for _ in range(_FRESH_LOOKS + 1):
+        if targets is None:
+            targets = await _load_targets(runtime, spec, slug)
+            runtime.webhook_targets.put(key, targets)
+        try:
+            target = plugin_service.choose_instance(
+                targets, slug, spec.name, request.query.get("community_platform_id")
+            )
+            accepted = await _verify(
+                spec, request, plugin_service.load_config(runtime, spec, target)
+            )
+        except (NotFound, Conflict, Unauthorized):
+            if fresh:
+                raise
+            targets, fresh = None, True
+            continue
+        if not accepted.store:
+            return accepted, None
+        params = _inbox_values(spec, request, accepted, f"i{target.id}")
+        params.update(
+            instance_id=target.id, updated_at=target.updated_at, slug=slug, instances=len(targets)
+        )
+        try:
+            async with single_statement(runtime.engine) as conn:
+                inserted: int | None = await conn.scalar(
+                    _INSERTS_IF_CURRENT[conn.dialect.name], params
+                )
+        except IntegrityError:
+            # The instance was disabled while the statement ran: look again.
+            targets, fresh = None, True
+            continue
+        if inserted is not None:
+            metrics.WEBHOOKS_RECEIVED.labels(spec.name).inc()
+            return accepted, inserted
+        # Nothing stored: a redelivery, or the targets changed since they were read.
+        current = await _load_targets(runtime, spec, slug)
+        runtime.webhook_targets.put(key, current)
+        if current == targets:
+            metrics.WEBHOOKS_RECEIVED.labels(spec.name).inc()
+            return accepted, None
+        targets, fresh = current, True
+    raise ServiceUnavailable(
+        f"plugin {spec.name!r} in community {slug!r} is being reconfigured; retry",
+        code="plugin_changing",
+    )
 
 
-async def _store(
-    conn: AsyncConnection,
-    spec: PluginSpec,
-    request: WebhookRequest,
-    accepted: WebhookAccepted,
-    target: Target | None,
-) -> int | None:
-    """Insert the webhook into the inbox; its id, or None if it was there already (or has no
-    tenant here)."""
-    scope = f"i{target.id}" if target is not None else f"p{accepted.community_platform_id}"
-    delivery = accepted.delivery_id or "sha256:" + hashlib.sha256(request.body).hexdigest()
-    if target is None and not await _has_instances(conn, spec.name, accepted):
-        metrics.WEBHOOKS_REJECTED.labels(spec.name, "unknown_tenant").inc()
-        log.info("webhook for a tenant with no instance ignored", extra={"plugin": spec.name})
-        return None
-    now = utcnow()
-    values: dict[str, Any] = {
-        "plugin_name": spec.name,
-        "dedupe_key": f"{scope}:{delivery}"[:300],
-        "community_id": target.community_id if target is not None else None,
-        "plugin_instance_id": target.id if target is not None else None,
-        "community_platform_id": accepted.community_platform_id,
-        "headers": {k: v for k, v in request.headers.items() if k not in _DROP_HEADERS},
-        "body": request.body,
-        "status": PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "received_at": now,
-    }
+async def _load_targets(runtime: Runtime, spec: PluginSpec, slug: str) -> tuple[Target, ...]:
+    """The community's instances of the plugin; 404 if the community does not exist."""
+    async with runtime.engine.connect() as conn:
+        rows = (await conn.execute(_TARGETS, {"slug": slug, "plugin": spec.name})).all()
+        if not rows and (await conn.scalar(_COMMUNITY_EXISTS, {"slug": slug})) is None:
+            raise NotFound(f"community {slug!r} not found", code="unknown_community")
+    return tuple(Target(*row) for row in rows)
+
+
+async def _verify(
+    spec: PluginSpec, request: WebhookRequest, config: BaseModel | None
+) -> WebhookAccepted:
     try:
+        return await spec.plugin.verify_webhook(request, config)
+    except WebhookRejected as exc:
+        metrics.WEBHOOKS_REJECTED.labels(spec.name, exc.reason).inc()
+        log.info("webhook rejected", extra={"plugin": spec.name, "reason": exc.reason})
+        raise Unauthorized(f"webhook rejected: {exc.reason}", code="webhook_rejected") from None
+
+
+def _inbox_values(
+    spec: PluginSpec, request: WebhookRequest, accepted: WebhookAccepted, scope: str
+) -> dict[str, Any]:
+    """The stored webhook's own values. Its dedupe key is the platform's delivery id (or the
+    body's hash) within its sender: a redelivery stores nothing."""
+    delivery = accepted.delivery_id or "sha256:" + hashlib.sha256(request.body).hexdigest()
+    return {
+        "dedupe": f"{scope}:{delivery}"[:300],
+        "platform_id": accepted.community_platform_id,
+        "request_headers": {k: v for k, v in request.headers.items() if k not in _DROP_HEADERS},
+        "request_body": request.body,
+        "now": utcnow(),
+    }
+
+
+async def _receive_for_platform(
+    runtime: Runtime, spec: PluginSpec, request: WebhookRequest
+) -> tuple[WebhookAccepted, int | None]:
+    """A platform-wide app's webhook: verified with the app's settings, stored for the tenant
+    (the platform's team, organisation…) it names if any instance serves it."""
+    accepted = await _verify(spec, request, None)
+    if not accepted.store:
+        return accepted, None
+    platform_id = accepted.community_platform_id
+    async with single_statement(runtime.engine) as conn:
+        if (
+            platform_id is None
+            or (
+                await conn.scalar(
+                    _PLATFORM_TENANT, {"plugin": spec.name, "platform_id": platform_id}
+                )
+            )
+            is None
+        ):
+            metrics.WEBHOOKS_REJECTED.labels(spec.name, "unknown_tenant").inc()
+            log.info("webhook for a tenant with no instance ignored", extra={"plugin": spec.name})
+            return accepted, None
+        own = _inbox_values(spec, request, accepted, f"p{platform_id}")
+        values = {
+            "plugin_name": spec.name,
+            "dedupe_key": own["dedupe"],
+            "community_id": None,
+            "plugin_instance_id": None,
+            "community_platform_id": platform_id,
+            "headers": own["request_headers"],
+            "body": request.body,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": own["now"],
+            "received_at": own["now"],
+        }
         inserted: int | None = await conn.scalar(_INSERTS[conn.dialect.name], values)
-    except IntegrityError:
-        # The instance was disabled (or its community deleted) since it was looked up.
-        raise NotFound(
-            f"plugin {spec.name!r} is no longer enabled here", code="plugin_not_enabled"
-        ) from None
     metrics.WEBHOOKS_RECEIVED.labels(spec.name).inc()
-    return inserted
-
-
-async def _has_instances(conn: AsyncConnection, plugin: str, accepted: WebhookAccepted) -> bool:
-    if accepted.community_platform_id is None:
-        return False
-    params = {"plugin": plugin, "platform_id": accepted.community_platform_id}
-    return (await conn.scalar(_PLATFORM_TENANT, params)) is not None
+    return accepted, inserted
 
 
 async def due_webhooks(session: AsyncSession, now: datetime, *, limit: int) -> list[int]:
