@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from metagov.db.engine import single_statement
 from metagov.db.models import Community, Driver, PluginInstance
 from metagov.errors import BadRequest, NotFound, Unauthorized
 from metagov.jobs.queue import ring
@@ -120,11 +121,18 @@ def plugin_target(plugin: str) -> Callable[..., Awaitable[PluginTarget]]:
     brings the community's instances of that plugin, in the same query."""
 
     async def dependency(
+        runtime: RuntimeDep,
         session: SessionDep,
         api_key: ApiKey,
         slug: Annotated[str, Depends(_community_header)],
     ) -> PluginTarget:
-        return PluginTarget(*await _community_for_key(session, api_key, slug, plugin))
+        if runtime.engine.dialect.name != "postgresql":
+            return PluginTarget(*await _community_for_key(session, api_key, slug, plugin))
+        # Most actions write nothing: on PostgreSQL the lookup is one autocommitted statement
+        # outside the request's transaction, which then costs no BEGIN and COMMIT unless the
+        # action has effects to save (they then come into it: see ``save_effects``).
+        async with single_statement(runtime.engine) as conn, AsyncSession(bind=conn) as lookup:
+            return PluginTarget(*await _community_for_key(lookup, api_key, slug, plugin))
 
     return dependency
 

@@ -132,7 +132,15 @@ async def save_effects(
     session: AsyncSession, instance: PluginInstance, ctx: PluginContext[Any]
 ) -> bool:
     """Persist what a plugin call did: its state changes, the events it emitted, and a request
-    to disable the instance. Returns whether the instance was disabled."""
+    to disable the instance. Returns whether the instance was disabled.
+
+    The instance may have been read outside ``session`` (an action's lookup is): it joins the
+    session only when there is something to save, so a call without effects costs no statement.
+    """
+    if not (ctx.state.changed or ctx.emitted or ctx.disable_reason is not None):
+        return False
+    if instance not in session:
+        instance = await session.merge(instance, load=False)
     if ctx.state.changed:
         # Re-read under a row lock so that concurrent calls touching other keys keep theirs.
         await session.refresh(instance, ["state"], with_for_update=True)
