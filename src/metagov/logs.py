@@ -37,6 +37,20 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class _ArqJobLines(logging.Filter):
+    """Drop arq's two lines per job (``→`` started, ``←`` finished). At thousands of jobs a
+    second they are most of a worker's log and a real share of its CPU; what a job did is in the
+    database, and its failures are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        return "→" not in message and "←" not in message
+
+
+# Loggers that write a line per HTTP request or per job at INFO: quiet unless the level is DEBUG.
+_CHATTY = ("httpx", "httpcore")
+
+
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
     if fmt == "json":
@@ -46,3 +60,11 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    debug = root.isEnabledFor(logging.DEBUG)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
+    arq_worker = logging.getLogger("arq.worker")
+    for existing in [f for f in arq_worker.filters if isinstance(f, _ArqJobLines)]:
+        arq_worker.removeFilter(existing)
+    if not debug:
+        arq_worker.addFilter(_ArqJobLines())
