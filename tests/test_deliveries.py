@@ -18,11 +18,11 @@ import respx
 from sqlalchemy import select
 
 from metagov.db.base import utcnow
-from metagov.db.models import Delivery, Driver
+from metagov.db.models import Community, Delivery, Driver, Process
 from metagov.jobs.functions import FUNCTIONS, sweep
-from metagov.jobs.queue import LocalQueue, unit_of_work
+from metagov.jobs.queue import LocalQueue, take_doorbells, unit_of_work
 from metagov.runtime import Runtime
-from metagov.services import deliveries, drivers
+from metagov.services import deliveries, drivers, events
 from tests.conftest import DriverKey
 
 EVENTS_URL = "https://driver.example/metagov/events"
@@ -419,3 +419,44 @@ async def test_the_last_success_a_job_may_make_claims_nothing_more(
         last = await session.scalar(select(Delivery).where(Delivery.seq == 3))
     assert last is not None
     assert (last.status, last.attempts, last.lease_until) == ("pending", 0, None)
+
+
+async def test_an_event_gets_a_delivery_and_a_doorbell_per_endpoint(
+    runtime: Runtime, alice: DriverKey, community: dict[str, Any]
+) -> None:
+    # Not ASCII: PostgreSQL names the Driver's partition itself, from the same UTF-8 bytes.
+    driver_url = "https://driver.example/événements"
+    async with unit_of_work(runtime) as session:
+        await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), driver_url)
+    async with unit_of_work(runtime) as session:
+        cid = await session.scalar(select(Community.id).where(Community.slug == "commons"))
+        assert cid is not None
+        process = Process(
+            community_id=cid,
+            plugin_name="randomness",
+            name="vote",
+            status="pending",
+            callback_url=CALLBACK_URL,
+        )
+        session.add(process)
+        await session.flush()
+        first = await events.record_event(session, cid, source="test", event_type="a", data={})
+        second = await events.record_event(
+            session, cid, source="test", event_type="b", data={"x": 1}, process=process
+        )
+        rung = take_doorbells(session, "deliver")
+    to_driver = events.partition_of(cid, driver_url)
+    to_callback = events.partition_of(cid, CALLBACK_URL)
+    assert {job.key for job in rung} == {
+        f"deliver:{to_driver}:1",
+        f"deliver:{to_driver}:2",
+        f"deliver:{to_callback}:2",
+    }
+    async with runtime.sessions() as session:
+        made = (await session.scalars(select(Delivery).order_by(Delivery.seq, Delivery.id))).all()
+    assert [(d.event_id, d.seq, d.target, d.url, d.partition) for d in made] == [
+        (first, 1, "driver", driver_url, to_driver),
+        (second, 2, "driver", driver_url, to_driver),
+        (second, 2, "callback", CALLBACK_URL, to_callback),
+    ]
+    assert all((d.status, d.attempts, d.lease_until) == ("pending", 0, None) for d in made)
