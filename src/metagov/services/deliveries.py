@@ -30,6 +30,7 @@ from sqlalchemy import (
     Select,
     Update,
     bindparam,
+    exists,
     func,
     or_,
     select,
@@ -165,15 +166,16 @@ def _claim_statement(head: ColumnElement[int], lease: str) -> Update:
     )
 
 
-def _head_of_partition() -> ColumnElement[int]:
-    """The id of the oldest pending delivery of the partition bound as ``head_partition``."""
-    return (
-        select(_Head.id)
-        .where(_Head.partition == bindparam("head_partition"), _Head.status == PENDING)
-        .order_by(_Head.seq)
-        .limit(1)
-        .scalar_subquery()
+def _head_of_partition(*, excluding: ColumnElement[int] | None = None) -> ColumnElement[int]:
+    """The id of the oldest pending delivery of the partition bound as ``head_partition``, other
+    than ``excluding``. The partition is a bound value, so PostgreSQL reads the head off the
+    (partition, status, seq) index however long the partition's backlog."""
+    head = select(_Head.id).where(
+        _Head.partition == bindparam("head_partition"), _Head.status == PENDING
     )
+    if excluding is not None:
+        head = head.where(_Head.id != excluding)
+    return head.order_by(_Head.seq).limit(1).scalar_subquery()
 
 
 # The statements of every delivery, built once: building one costs more than running it.
@@ -215,17 +217,11 @@ def _succeed_and_claim_next() -> Select[Any]:
     null when there is no next head to claim. The claim is the same conditional UPDATE as
     :func:`claim_head`'s, so leases and order are decided the same way.
     """
-    done = _SUCCEED.returning(Delivery.id, Delivery.partition).cte("done")
-    head = (
-        select(_Head.id)
-        .where(_Head.partition == done.c.partition, _Head.status == PENDING, _Head.id != done.c.id)
-        .order_by(_Head.seq)
-        .limit(1)
-        .scalar_subquery()
-    )
+    done = _SUCCEED.returning(Delivery.id).cte("done")
+    head = _head_of_partition(excluding=bindparam("delivery_id"))
     claimed = (
         _claim_statement(head, "next_lease")
-        .where(*_WITH_EVENT)
+        .where(exists(select(done.c.id)), *_WITH_EVENT)
         .returning(Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT)
         .cte("claimed")
     )
@@ -355,7 +351,7 @@ async def _record_success(
     async with _statement(runtime) as conn:
         if claim_next and conn.dialect.name == "postgresql":
             lease = now + timedelta(seconds=runtime.settings.delivery_lease_seconds)
-            params.update(now=now, next_lease=lease)
+            params.update(now=now, next_lease=lease, head_partition=claim.partition)
             row = (await conn.execute(_SUCCEED_AND_CLAIM_NEXT, params)).one_or_none()
             if row is None:  # our lease ran out and another worker took over
                 return _NOT_DELIVERED
