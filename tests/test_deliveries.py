@@ -18,11 +18,11 @@ import respx
 from sqlalchemy import select
 
 from metagov.db.base import utcnow
-from metagov.db.models import Delivery, Driver
+from metagov.db.models import Community, Delivery, Driver, Process
 from metagov.jobs.functions import FUNCTIONS, sweep
-from metagov.jobs.queue import LocalQueue, unit_of_work
+from metagov.jobs.queue import LocalQueue, take_doorbells, unit_of_work
 from metagov.runtime import Runtime
-from metagov.services import deliveries, drivers
+from metagov.services import deliveries, drivers, events
 from tests.conftest import DriverKey
 
 EVENTS_URL = "https://driver.example/metagov/events"
@@ -338,3 +338,125 @@ async def test_replay_since_needs_a_time_zone(
         headers=alice.headers,
     )
     assert aware.json() == {"replayed": 0}
+
+
+async def backlog(client: httpx.AsyncClient, runtime: Runtime, driver: DriverKey, n: int) -> str:
+    """``n`` events waiting in one partition (no job runs to deliver them); returns it."""
+    for number in range(1, n + 1):
+        await lucky(client, driver, number)
+    async with runtime.sessions() as session:
+        partitions = (await session.scalars(select(Delivery.partition).distinct())).all()
+    [partition] = partitions
+    return partition
+
+
+async def test_a_backlog_goes_out_in_order_each_success_claiming_the_next_head(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    alice: DriverKey,
+    driver_url: str,
+    backend: str,
+    respx_mock: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    route = respx_mock.post(EVENTS_URL).respond(200)
+    partition = await backlog(client, runtime, alice, 3)
+    claims = []
+    claim_head = deliveries.claim_head
+
+    async def counted(runtime: Runtime, partition: str) -> deliveries.Claim | None:
+        claims.append(partition)
+        return await claim_head(runtime, partition)
+
+    monkeypatch.setattr(deliveries, "claim_head", counted)
+    assert await deliveries.deliver_partition(runtime, partition) == 3
+
+    assert [json.loads(c.request.content)["data"]["number"] for c in route.calls] == [1, 2, 3]
+    # PostgreSQL claims the 2nd and 3rd with the successes before them, then looks once more.
+    assert len(claims) == (2 if backend == "postgresql" else 4)
+    async with runtime.sessions() as session:
+        rows = (await session.scalars(select(Delivery).order_by(Delivery.seq))).all()
+    assert [(d.status, d.attempts, d.lease_until) for d in rows] == [("succeeded", 1, None)] * 3
+
+
+async def test_a_success_after_the_lease_was_lost_claims_nothing_more(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    alice: DriverKey,
+    driver_url: str,
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(EVENTS_URL).respond(200)
+    partition = await backlog(client, runtime, alice, 2)
+    claim = await deliveries.claim_head(runtime, partition)
+    assert claim is not None
+    # The lease ran out and another worker claimed the delivery again.
+    async with unit_of_work(runtime) as session:
+        taken = await session.get_one(Delivery, claim.delivery_id)
+        taken.lease_until = claim.lease + timedelta(seconds=1)
+    result = await deliveries.attempt(runtime, claim, claim_next=True)
+
+    assert result == deliveries.Result(delivered=False)
+    async with runtime.sessions() as session:
+        rows = (await session.scalars(select(Delivery).order_by(Delivery.seq))).all()
+    assert [(d.status, d.attempts) for d in rows] == [("pending", 1), ("pending", 0)]
+    assert rows[1].lease_until is None
+
+
+async def test_the_last_success_a_job_may_make_claims_nothing_more(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    alice: DriverKey,
+    driver_url: str,
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(EVENTS_URL).respond(200)
+    partition = await backlog(client, runtime, alice, 3)
+    assert await deliveries.deliver_partition(runtime, partition, limit=2) == 2
+
+    assert [json.loads(c.request.content)["data"]["number"] for c in route.calls] == [1, 2]
+    async with runtime.sessions() as session:
+        last = await session.scalar(select(Delivery).where(Delivery.seq == 3))
+    assert last is not None
+    assert (last.status, last.attempts, last.lease_until) == ("pending", 0, None)
+
+
+async def test_an_event_gets_a_delivery_and_a_doorbell_per_endpoint(
+    runtime: Runtime, alice: DriverKey, community: dict[str, Any]
+) -> None:
+    # Not ASCII: PostgreSQL names the Driver's partition itself, from the same UTF-8 bytes.
+    driver_url = "https://driver.example/événements"
+    async with unit_of_work(runtime) as session:
+        await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), driver_url)
+    async with unit_of_work(runtime) as session:
+        cid = await session.scalar(select(Community.id).where(Community.slug == "commons"))
+        assert cid is not None
+        process = Process(
+            community_id=cid,
+            plugin_name="randomness",
+            name="vote",
+            status="pending",
+            callback_url=CALLBACK_URL,
+        )
+        session.add(process)
+        await session.flush()
+        first = await events.record_event(session, cid, source="test", event_type="a", data={})
+        second = await events.record_event(
+            session, cid, source="test", event_type="b", data={"x": 1}, process=process
+        )
+        rung = take_doorbells(session, "deliver")
+    to_driver = events.partition_of(cid, driver_url)
+    to_callback = events.partition_of(cid, CALLBACK_URL)
+    assert {job.key for job in rung} == {
+        f"deliver:{to_driver}:1",
+        f"deliver:{to_driver}:2",
+        f"deliver:{to_callback}:2",
+    }
+    async with runtime.sessions() as session:
+        made = (await session.scalars(select(Delivery).order_by(Delivery.seq, Delivery.id))).all()
+    assert [(d.event_id, d.seq, d.target, d.url, d.partition) for d in made] == [
+        (first, 1, "driver", driver_url, to_driver),
+        (second, 2, "driver", driver_url, to_driver),
+        (second, 2, "callback", CALLBACK_URL, to_callback),
+    ]
+    assert all((d.status, d.attempts, d.lease_until) == ("pending", 0, None) for d in made)

@@ -6,6 +6,9 @@ head is ever attempted, so a later event never arrives before an earlier one. An
 that dies mid-attempt leaves a lease that runs out, and the next sweep retries. Failed attempts
 wait according to the retry schedule; after the last one the delivery is *dead*, the partition
 moves on, and the dead delivery can be replayed.
+
+On PostgreSQL a success and the claim of the partition's next head are one statement, so a
+partition with a backlog costs one round trip per delivery besides its POST.
 """
 
 from __future__ import annotations
@@ -13,19 +16,32 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
-from sqlalchemy import Update, bindparam, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Update,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from metagov import metrics, signing
 from metagov.db.base import UTCDateTime, utcnow
+from metagov.db.engine import single_statement
 from metagov.db.models import Community, Delivery, Driver, Event
 from metagov.errors import NotFound
 from metagov.jobs.queue import Job, ring_after_commit, send_doorbells, unit_of_work
@@ -43,11 +59,24 @@ class Claim:
     """One delivery attempt this worker holds the lease for."""
 
     delivery_id: int
+    partition: str
     lease: datetime
     url: str
     body: bytes
     msg_id: str
     secrets: list[str]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of an attempt: whether it was delivered, and the partition's next head if it
+    was claimed along with the success (on PostgreSQL, when the caller asked for it)."""
+
+    delivered: bool
+    next: Claim | None = None
+
+
+_NOT_DELIVERED = Result(delivered=False)
 
 
 def _decrypt_secret(runtime: Runtime, ciphertext: str) -> str:
@@ -75,20 +104,6 @@ def signing_secrets(
     return found
 
 
-@asynccontextmanager
-async def _statement(runtime: Runtime) -> AsyncIterator[AsyncConnection]:
-    """A connection for a claim or a success, which on PostgreSQL are one statement each: there it
-    autocommits, as one statement is atomic by itself (one round trip instead of three with
-    ``BEGIN`` and ``COMMIT``). SQLite keeps the transaction, whose ``BEGIN IMMEDIATE`` queues its
-    writers, and where a claim takes two statements."""
-    async with runtime.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
-        else:
-            async with conn.begin():
-                yield conn
-
-
 _Head = aliased(Delivery)
 # What an attempt needs besides the delivery itself: the event, its community's slug and the
 # Driver's signing secrets.
@@ -108,21 +123,15 @@ _ATTEMPT = (
 _WITH_EVENT = (Event.id == Delivery.event_id, Community.id == Event.community_id)
 
 
-def _claim_statement() -> Update:
-    """Lease the partition's head if it is due, not leased, and its endpoint is not disabled.
+def _claim_statement(head: ColumnElement[int], lease: str) -> Update:
+    """Lease the delivery ``head`` names if it is due, not leased, and its endpoint is not
+    disabled; the new lease is the bind parameter named ``lease``.
 
     One conditional UPDATE decides the race between workers: of two that see the same head, only
     one matches ``lease_until`` still free (PostgreSQL re-checks the conditions on the row it
     waited for; SQLite has one writer).
     """
     now = bindparam("now", type_=UTCDateTime())
-    head = (
-        select(_Head.id)
-        .where(_Head.partition == bindparam("head_partition"), _Head.status == PENDING)
-        .order_by(_Head.seq)
-        .limit(1)
-        .scalar_subquery()
-    )
     return (
         update(Delivery)
         .where(
@@ -133,15 +142,29 @@ def _claim_statement() -> Update:
             Driver.id == Delivery.driver_id,
             or_(Delivery.target != "driver", Driver.endpoint_disabled_at.is_(None)),
         )
-        .values(lease_until=bindparam("lease", type_=UTCDateTime()), attempts=Delivery.attempts + 1)
+        .values(lease_until=bindparam(lease, type_=UTCDateTime()), attempts=Delivery.attempts + 1)
     )
 
 
+def _head_of_partition(*, excluding: ColumnElement[int] | None = None) -> ColumnElement[int]:
+    """The id of the oldest pending delivery of the partition bound as ``head_partition``, other
+    than ``excluding``. The partition is a bound value, so PostgreSQL reads the head off the
+    (partition, status, seq) index however long the partition's backlog."""
+    head = select(_Head.id).where(
+        _Head.partition == bindparam("head_partition"), _Head.status == PENDING
+    )
+    if excluding is not None:
+        head = head.where(_Head.id != excluding)
+    return head.order_by(_Head.seq).limit(1).scalar_subquery()
+
+
 # The statements of every delivery, built once: building one costs more than running it.
-_CLAIM = _claim_statement()
-_CLAIM_FOR_ATTEMPT = _CLAIM.where(*_WITH_EVENT).returning(Delivery.id, Delivery.url, *_ATTEMPT)
+_CLAIM = _claim_statement(_head_of_partition(), "lease")
+_CLAIM_FOR_ATTEMPT = _CLAIM.where(*_WITH_EVENT).returning(
+    Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT
+)
 _CLAIM_ID = _CLAIM.returning(Delivery.id)
-_ATTEMPT_OF = select(Delivery.id, Delivery.url, *_ATTEMPT).where(
+_ATTEMPT_OF = select(Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT).where(
     Delivery.id == bindparam("id"), Driver.id == Delivery.driver_id, *_WITH_EVENT
 )
 # Bind names must differ from the updated table's columns.
@@ -164,6 +187,30 @@ _SUCCEED = (
 _HELD_ROW = select(Delivery).where(*_HELD)
 
 
+def _succeed_and_claim_next() -> Select[Any]:
+    """PostgreSQL: record a success and claim the partition's next head, in one statement.
+
+    Both updates see the snapshot taken before either, where the delivery just done is still
+    pending: the head is therefore looked for among the partition's other pending deliveries.
+    When the success matches nothing (the lease ran out and another worker took over), neither
+    does the claim, and the statement returns no row; otherwise one row, whose claim columns are
+    null when there is no next head to claim. The claim is the same conditional UPDATE as
+    :func:`claim_head`'s, so leases and order are decided the same way.
+    """
+    done = _SUCCEED.returning(Delivery.id).cte("done")
+    head = _head_of_partition(excluding=bindparam("delivery_id"))
+    claimed = (
+        _claim_statement(head, "next_lease")
+        .where(exists(select(done.c.id)), *_WITH_EVENT)
+        .returning(Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT)
+        .cte("claimed")
+    )
+    return select(done.c.id.label("done_id"), claimed).select_from(done.outerjoin(claimed, true()))
+
+
+_SUCCEED_AND_CLAIM_NEXT = _succeed_and_claim_next()
+
+
 async def claim_head(runtime: Runtime, partition: str, now: datetime | None = None) -> Claim | None:
     """Lease the partition's oldest pending delivery if it is due and nobody holds it.
 
@@ -174,7 +221,7 @@ async def claim_head(runtime: Runtime, partition: str, now: datetime | None = No
     now = now or utcnow()
     lease = now + timedelta(seconds=runtime.settings.delivery_lease_seconds)
     params = {"head_partition": partition, "now": now, "lease": lease}
-    async with _statement(runtime) as conn:
+    async with single_statement(runtime.engine) as conn:
         if conn.dialect.name == "postgresql":
             row = (await conn.execute(_CLAIM_FOR_ATTEMPT, params)).one_or_none()
         else:
@@ -184,8 +231,11 @@ async def claim_head(runtime: Runtime, partition: str, now: datetime | None = No
                 if claimed is None
                 else (await conn.execute(_ATTEMPT_OF, {"id": claimed})).one()
             )
-    if row is None:
-        return None
+    return None if row is None else _claim_of(runtime, row, lease, now)
+
+
+def _claim_of(runtime: Runtime, row: Row[Any], lease: datetime, now: datetime) -> Claim:
+    """The attempt a claiming statement's returned row describes."""
     event = Event(
         id=row.event_id,
         source=row.source,
@@ -197,6 +247,7 @@ async def claim_head(runtime: Runtime, partition: str, now: datetime | None = No
     )
     return Claim(
         delivery_id=row.id,
+        partition=row.partition,
         lease=lease,
         url=row.url,
         body=json.dumps(envelope(event, row.slug), separators=(",", ":")).encode(),
@@ -211,8 +262,9 @@ async def claim_head(runtime: Runtime, partition: str, now: datetime | None = No
     )
 
 
-async def attempt(runtime: Runtime, claim: Claim) -> bool:
-    """POST one claimed delivery and record the result. Returns whether it was delivered."""
+async def attempt(runtime: Runtime, claim: Claim, *, claim_next: bool = False) -> Result:
+    """POST one claimed delivery and record the result; with ``claim_next``, a success may also
+    claim the partition's next head for the caller to attempt."""
     headers = {
         "Content-Type": "application/json",
         **signing.standard_headers(claim.secrets, claim.msg_id, claim.body),
@@ -238,7 +290,7 @@ async def attempt(runtime: Runtime, claim: Claim) -> bool:
         "delivery attempt",
         extra={"delivery_id": claim.delivery_id, "webhook_id": claim.msg_id, "status": status},
     )
-    return await record_result(runtime, claim, status, error, retry_after)
+    return await record_result(runtime, claim, status, error, retry_after, claim_next=claim_next)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -260,39 +312,72 @@ async def record_result(
     status: int | None,
     error: str | None,
     retry_after: float | None,
-) -> bool:
+    *,
+    claim_next: bool = False,
+) -> Result:
+    if status is not None and 200 <= status < 300:
+        return await _record_success(runtime, claim, status, claim_next=claim_next)
+    await _record_failure(runtime, claim, status, error, retry_after)
+    return _NOT_DELIVERED
+
+
+async def _record_success(
+    runtime: Runtime, claim: Claim, status: int, *, claim_next: bool
+) -> Result:
+    """Mark the held delivery succeeded; with ``claim_next`` on PostgreSQL, claim the partition's
+    next head in the same statement."""
+    now = utcnow()
+    params = {"delivery_id": claim.delivery_id, "lease": claim.lease, "status_code": status}
+    async with single_statement(runtime.engine) as conn:
+        if claim_next and conn.dialect.name == "postgresql":
+            lease = now + timedelta(seconds=runtime.settings.delivery_lease_seconds)
+            params.update(now=now, next_lease=lease, head_partition=claim.partition)
+            row = (await conn.execute(_SUCCEED_AND_CLAIM_NEXT, params)).one_or_none()
+            if row is None:  # our lease ran out and another worker took over
+                return _NOT_DELIVERED
+            metrics.DELIVERIES_SUCCEEDED.inc()
+            nxt = None if row.id is None else _claim_of(runtime, row, lease, now)
+            return Result(delivered=True, next=nxt)
+        done = await conn.execute(_SUCCEED, {**params, "now": now})
+    if done.rowcount != 1:  # our lease ran out and another worker took over
+        return _NOT_DELIVERED
+    metrics.DELIVERIES_SUCCEEDED.inc()
+    return Result(delivered=True)
+
+
+async def _record_failure(
+    runtime: Runtime,
+    claim: Claim,
+    status: int | None,
+    error: str | None,
+    retry_after: float | None,
+) -> None:
+    """Release the held delivery and schedule its retry, or declare it dead, or (410) stop
+    sending to its endpoint."""
     settings = runtime.settings
     now = utcnow()
     held = {"delivery_id": claim.delivery_id, "lease": claim.lease}
-    if status is not None and 200 <= status < 300:
-        async with _statement(runtime) as conn:
-            done = await conn.execute(_SUCCEED, {**held, "status_code": status, "now": now})
-        if done.rowcount != 1:  # our lease ran out and another worker took over
-            return False
-        metrics.DELIVERIES_SUCCEEDED.inc()
-        return True
     async with unit_of_work(runtime) as session:
         delivery = await session.scalar(_HELD_ROW, held)
         if delivery is None:
-            return False
+            return
         delivery.lease_until = None
         delivery.last_status_code = status
         metrics.DELIVERIES_FAILED.inc()
         delivery.last_error = error
         if status == 410:
             await _gone(session, delivery, now)
-            return False
+            return
         schedule = settings.delivery_retry_schedule
         if delivery.attempts > len(schedule):
             delivery.status = DEAD
             metrics.DELIVERIES_DEAD.inc()
             log.warning("delivery is dead", extra={"delivery_id": delivery.id})
-            return False
+            return
         delay = schedule[delivery.attempts - 1] * _jitter.uniform(0.8, 1.2)
         if status in (429, 503) and retry_after is not None:
             delay = min(retry_after, settings.retry_after_cap_seconds)
         delivery.next_attempt_at = now + timedelta(seconds=delay)
-        return False
 
 
 async def _gone(session: AsyncSession, delivery: Delivery, now: datetime) -> None:
@@ -309,15 +394,27 @@ async def _gone(session: AsyncSession, delivery: Delivery, now: datetime) -> Non
 
 
 async def deliver_partition(runtime: Runtime, partition: str, *, limit: int = 100) -> int:
-    """Deliver the partition's due deliveries in order until one fails; returns how many."""
+    """Deliver the partition's due deliveries in order until one fails; returns how many.
+
+    On PostgreSQL each success but the ``limit``-th claims the next head along with it. When that
+    finds none, a claim of its own still follows: the success's statement cannot see an event
+    committed while it ran, and the job that committed such an event, finding the head still
+    leased to us, left it to us (see :func:`deliver_rung`).
+    """
     delivered = 0
-    while delivered < limit:
-        claim = await claim_head(runtime, partition)
-        if claim is None or not await attempt(runtime, claim):
+    claim = await claim_head(runtime, partition)
+    while claim is not None:
+        more = delivered + 1 < limit
+        result = await attempt(runtime, claim, claim_next=more)
+        if not result.delivered:
             return delivered
         delivered += 1
-    # Long backlog: hand the rest to a fresh job so other partitions get their turn.
-    await runtime.queue.enqueue(Job.of("deliver", partition, key=f"deliver:{partition}:more"))
+        if not more:
+            # Long backlog: hand the rest to a fresh job so other partitions get their turn.
+            key = f"deliver:{partition}:more"
+            await runtime.queue.enqueue(Job.of("deliver", partition, key=key))
+            return delivered
+        claim = result.next or await claim_head(runtime, partition)
     return delivered
 
 

@@ -17,11 +17,26 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import LargeBinary, Select, String, and_, bindparam, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Row,
+    Select,
+    String,
+    Update,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from metagov import metrics
 from metagov.db.base import JSONType, UTCDateTime, utcnow
@@ -380,29 +395,38 @@ async def handle(runtime: Runtime, inbox_id: int) -> bool:
             current = inbox_id
 
 
+@dataclass(frozen=True)
+class _Taken:
+    """A webhook this transaction marked handled (undone if the transaction rolls back), with
+    the instances it is for when the same statement could read them."""
+
+    plugin_name: str
+    headers: dict[str, Any]
+    body: bytes
+    plugin_instance_id: int | None
+    community_platform_id: str | None
+    instances: list[tuple[PluginInstance, Community]] | None
+
+
 async def _handle_one(runtime: Runtime, inbox_id: int) -> bool | _OlderFirst:
     """Run the plugin's receiver and the open processes' hooks for one stored webhook, unless an
     older webhook of the same sender is due (then say which), then deliver the events recorded.
 
-    The row lock and the look for an older webhook are one statement.
+    The webhook is marked handled first, in the statement that locks it: should its handler
+    fail, the rollback undoes that too, and the failure is recorded instead.
     """
     try:
         async with unit_of_work(runtime) as session:
-            # Wait for (not skip) a row another job is handling: it then is no longer pending.
-            params = {"inbox_id": inbox_id, "now": utcnow()}
-            found = (await session.execute(_LOCK_IF_NEXT, params)).one_or_none()
-            if found is None:
-                return False
-            row, older = found
-            if older is not None:
-                return _OlderFirst(older)
-            spec = runtime.registry.get(row.plugin_name)
-            request = WebhookRequest(headers=row.headers, body=row.body)
-            for instance, community in await _instances(session, row):
+            taken = await _take(session, inbox_id, utcnow())
+            if not isinstance(taken, _Taken):
+                return taken
+            spec = runtime.registry.get(taken.plugin_name)
+            request = WebhookRequest(headers=taken.headers, body=taken.body)
+            instances = taken.instances
+            if instances is None:
+                instances = await _instances_of_tenant(session, taken)
+            for instance, community in instances:
                 await _dispatch(session, runtime, spec, instance, community, request)
-            row.status = HANDLED
-            row.handled_at = utcnow()
-            row.last_error = None
             rung = take_doorbells(session, "deliver")
     except Exception as exc:
         log.exception("webhook handler failed", extra={"inbox_id": inbox_id})
@@ -412,7 +436,60 @@ async def _handle_one(runtime: Runtime, inbox_id: int) -> bool | _OlderFirst:
     return True
 
 
-def _lock_if_next() -> Select[InboundWebhook, int | None]:
+async def _take(session: AsyncSession, inbox_id: int, now: datetime) -> _Taken | _OlderFirst | bool:
+    """Lock a due pending webhook and mark it handled, unless an older webhook of the same sender
+    is due (then say which); False if it is not pending and due any more.
+
+    A row another job is handling is waited for (not skipped): it then is no longer pending. On
+    PostgreSQL this is one statement, which also reads the webhook's instance and community; on
+    SQLite, whose statements cannot write in a ``WITH``, it is three.
+    """
+    params = {"inbox_id": inbox_id, "now": now}
+    if session.get_bind().dialect.name == "postgresql":
+        found = (await session.execute(_TAKE, params)).one_or_none()
+        if found is None:
+            return False
+        if found.older is not None:
+            return _OlderFirst(found.older)
+        instances = None
+        if found.plugin_instance_id is not None:
+            instances = [(found.PluginInstance, found.Community)]
+        return _taken(found, instances)
+    found = (await session.execute(_LOCK_IF_NEXT, params)).one_or_none()
+    if found is None:
+        return False
+    if found.older is not None:
+        return _OlderFirst(found.older)
+    await session.execute(_MARK_HANDLED, params)
+    instances = None
+    if found.plugin_instance_id is not None:
+        by_id = await session.execute(_INSTANCE_BY_ID, {"instance_id": found.plugin_instance_id})
+        instances = [(instance, community) for instance, community in by_id]
+    return _taken(found, instances)
+
+
+def _taken(row: Row[Any], instances: list[tuple[PluginInstance, Community]] | None) -> _Taken:
+    return _Taken(
+        plugin_name=row.plugin_name,
+        headers=row.headers,
+        body=row.body,
+        plugin_instance_id=row.plugin_instance_id,
+        community_platform_id=row.community_platform_id,
+        instances=instances,
+    )
+
+
+_WEBHOOK = (
+    InboundWebhook.id,
+    InboundWebhook.plugin_name,
+    InboundWebhook.headers,
+    InboundWebhook.body,
+    InboundWebhook.plugin_instance_id,
+    InboundWebhook.community_platform_id,
+)
+
+
+def _lock_if_next(*columns: InstrumentedAttribute[Any]) -> Select[Any]:
     """Lock a due pending webhook, and find the oldest due pending webhook of the same sender
     that came before it, if any (which must then be handled first), in one statement."""
     now = bindparam("now", type_=UTCDateTime())
@@ -439,7 +516,7 @@ def _lock_if_next() -> Select[InboundWebhook, int | None]:
         .scalar_subquery()
     )
     return (
-        select(InboundWebhook, oldest_before)
+        select(*columns, oldest_before.label("older"))
         .where(
             InboundWebhook.id == bindparam("inbox_id"),
             InboundWebhook.status == PENDING,
@@ -449,8 +526,42 @@ def _lock_if_next() -> Select[InboundWebhook, int | None]:
     )
 
 
+def _mark_handled(target: ColumnElement[int]) -> Update:
+    return (
+        update(InboundWebhook)
+        .where(InboundWebhook.id == target)
+        .values(status=HANDLED, handled_at=bindparam("now", type_=UTCDateTime()), last_error=None)
+    )
+
+
+def _take_statement() -> Select[Any]:
+    """PostgreSQL's :func:`_take`: lock the webhook and look for an older one (``target``), mark
+    it handled if there is none (``handled``), and read its instance and community.
+
+    The instance and community come from the statement's snapshot: should the lock have waited
+    for another job that then rolled back, they are as they were before the wait, like any other
+    read of the webhook's handling. Instances are re-read under a lock before their state changes.
+    """
+    target = _lock_if_next(InboundWebhook.id).cte("target")
+    handled = (
+        _mark_handled(target.c.id)
+        .where(target.c.older.is_(None))
+        .returning(*_WEBHOOK)
+        .cte("handled")
+    )
+    return (
+        select(target.c.older, *handled.c, PluginInstance, Community)
+        .select_from(target)
+        .outerjoin(handled, true())
+        .outerjoin(PluginInstance, PluginInstance.id == handled.c.plugin_instance_id)
+        .outerjoin(Community, Community.id == PluginInstance.community_id)
+    )
+
+
 # The worker's statements, built once.
-_LOCK_IF_NEXT = _lock_if_next()
+_LOCK_IF_NEXT = _lock_if_next(*_WEBHOOK)
+_MARK_HANDLED = _mark_handled(bindparam("inbox_id"))
+_TAKE = _take_statement()
 _INSTANCES = select(PluginInstance, Community).join(
     Community, Community.id == PluginInstance.community_id
 )
@@ -470,15 +581,12 @@ _OPEN_PROCESSES = (
 )
 
 
-async def _instances(
-    session: AsyncSession, row: InboundWebhook
+async def _instances_of_tenant(
+    session: AsyncSession, taken: _Taken
 ) -> list[tuple[PluginInstance, Community]]:
-    """The instances a webhook is for, each with its community (one statement)."""
-    if row.plugin_instance_id is not None:
-        found = await session.execute(_INSTANCE_BY_ID, {"instance_id": row.plugin_instance_id})
-    else:
-        params = {"plugin": row.plugin_name, "platform_id": row.community_platform_id}
-        found = await session.execute(_INSTANCES_OF_TENANT, params)
+    """The instances a platform-wide webhook is for, each with its community (one statement)."""
+    params = {"plugin": taken.plugin_name, "platform_id": taken.community_platform_id}
+    found = await session.execute(_INSTANCES_OF_TENANT, params)
     return [(instance, community) for instance, community in found]
 
 
