@@ -286,7 +286,9 @@ async def attempt(runtime: Runtime, claim: Claim, *, claim_next: bool = False) -
             error = f"HTTP {status}"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
-    log.info(
+    # A failed attempt is worth a line at INFO; a delivered one is in the database already.
+    log.log(
+        logging.INFO if error else logging.DEBUG,
         "delivery attempt",
         extra={"delivery_id": claim.delivery_id, "webhook_id": claim.msg_id, "status": status},
     )

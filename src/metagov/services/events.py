@@ -223,7 +223,7 @@ async def record_event(
         event_id, partitions = await _record_in_one(session, event, event_type, callback_url)
     else:
         event_id, partitions = await _record_in_three(session, event, event_type, callback_url)
-    log.info(
+    log.debug(
         "event recorded",
         extra={
             "event_id": event_id,
