@@ -892,9 +892,13 @@ async def w2(bench: Bench, reference_rps: float, reference_p50: float | None) ->
     latency_rate = 0.5 * target
     latency = await e2e_step(bench, latency_rate, sizes.w2_latency_seconds, "w2lat")
     # The search starts at the target. A step that fails tells how much went through meanwhile,
-    # so the next one starts just under that; a step that holds is followed by a faster one.
+    # so the next one starts just under the most any failing step (the latency run included) got
+    # through: far over capacity, the API's own work starves the worker, so the step that fails
+    # worst says least. A step that holds is followed by a faster one.
     steps = []
     rate, lo, hi = target, 0.0, math.inf
+    # The latency run is shorter than a step: it informs the search but proves no rate.
+    went_through = 0.0 if latency["sustained"] else latency["delivered_per_s_during_load"]
     for i in range(sizes.w2_max_steps):
         step = await e2e_step(bench, rate, sizes.w2_step_seconds, f"w2step{i}")
         steps.append(step)
@@ -902,6 +906,7 @@ async def w2(bench: Bench, reference_rps: float, reference_p50: float | None) ->
             lo = max(lo, rate)
         else:
             hi = min(hi, rate)
+            went_through = max(went_through, step["delivered_per_s_during_load"])
         if lo and hi < math.inf:
             if hi / lo < 1.15:
                 break
@@ -909,7 +914,7 @@ async def w2(bench: Bench, reference_rps: float, reference_p50: float | None) ->
         elif lo:
             rate = lo * 1.4
         else:
-            rate = max(1.0, min(hi / 1.5, 0.85 * step["delivered_per_s_during_load"]))
+            rate = max(1.0, min(hi / 1.5, 0.85 * went_through))
     target_step = next((s for s in steps if s["rate"] == round(target, 1)), None)
     best_step = max((s for s in steps if s["sustained"]), key=lambda s: s["rate"], default=None)
     out = {
