@@ -90,7 +90,7 @@ class Sizes:
 
 
 # The counts are those the targets are set for: W4 closes 10,000 due processes with 100,000 and
-# with 10,000 stored, and W5 emits 10,000 events; the full run takes 9-16 minutes here.
+# with 10,000 stored, and W5 emits 10,000 events; the full run takes 8-16 minutes here.
 FULL = Sizes(
     3, True, 8.0, 1.5, 30.0, 20.0, 4, 300, 3, 100_000, 10_000, 10_000, 10_000, 300.0, False
 )

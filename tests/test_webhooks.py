@@ -10,6 +10,8 @@ import hmac
 import json
 import secrets
 import time
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -359,3 +361,29 @@ async def test_a_disabled_instance_stops_taking_webhooks_at_once(
     assert gone.status_code == 404
     assert gone.json()["code"] == "plugin_not_enabled"
     assert await count_rows(runtime, "inbound_webhooks") == 1
+
+
+async def test_an_instance_that_keeps_changing_is_a_503_and_stores_nothing(
+    client: httpx.AsyncClient,
+    hooked: dict[str, Any],
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every look at the instance finds it changed again by the time the webhook is stored: the
+    platform is asked to retry, and nothing is stored meanwhile."""
+    look_up = webhooks._load_targets
+    looks = 0
+
+    async def always_stale(*args: Any) -> tuple[webhooks.Target, ...]:
+        nonlocal looks
+        looks += 1
+        found = await look_up(*args)
+        later = timedelta(seconds=looks)
+        return tuple(replace(t, updated_at=t.updated_at - later) for t in found)
+
+    monkeypatch.setattr(webhooks, "_load_targets", always_stale)
+    body = b'{"action": "opened"}'
+    response = await client.post(HOOK, content=body, headers=standard_signed(body))
+    assert response.status_code == 503
+    assert response.json()["code"] == "plugin_changing"
+    assert await count_rows(runtime, "inbound_webhooks") == 0
