@@ -19,6 +19,7 @@ import pytest
 import respx
 from sqlalchemy import select, text
 
+from metagov import metrics
 from metagov.db.models import Delivery, InboundWebhook
 from metagov.jobs.functions import sweep
 from metagov.jobs.queue import unit_of_work
@@ -387,3 +388,27 @@ async def test_an_instance_that_keeps_changing_is_a_503_and_stores_nothing(
     assert response.status_code == 503
     assert response.json()["code"] == "plugin_changing"
     assert await count_rows(runtime, "inbound_webhooks") == 0
+
+
+async def test_a_forged_webhook_after_good_ones_is_counted_once(
+    client: httpx.AsyncClient, hooked: dict[str, Any], runtime: Runtime
+) -> None:
+    """The route checks a signature against what it remembers, then against the database
+    before refusing; the rejection is still one in the metrics."""
+
+    def rejected() -> float:
+        return sum(
+            sample.value
+            for family in metrics.REGISTRY.collect()
+            if family.name == "metagov_webhooks_rejected"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+
+    body = b'{"action": "opened"}'
+    assert (await client.post(HOOK, content=body, headers=standard_signed(body))).status_code == 200
+    before = rejected()
+    other_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    forged = standard_signed(body, "msg_forged", secret=other_secret)
+    assert (await client.post(HOOK, content=body, headers=forged)).status_code == 401
+    assert rejected() == before + 1

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import (
     ColumnElement,
     LargeBinary,
@@ -227,10 +226,14 @@ async def _receive_for_instance(
             target = plugin_service.choose_instance(
                 targets, slug, spec.name, request.query.get("community_platform_id")
             )
-            accepted = await _verify(
-                spec, request, plugin_service.load_config(runtime, spec, target)
-            )
-        except (NotFound, Conflict, Unauthorized):
+            config = plugin_service.load_config(runtime, spec, target)
+            accepted = await spec.plugin.verify_webhook(request, config)
+        except WebhookRejected as exc:
+            if fresh:
+                raise _rejected(spec, exc) from None
+            targets, fresh = None, True  # counted and logged only if fresh targets agree
+            continue
+        except (NotFound, Conflict):
             if fresh:
                 raise
             targets, fresh = None, True
@@ -275,15 +278,11 @@ async def _load_targets(runtime: Runtime, spec: PluginSpec, slug: str) -> tuple[
     return tuple(Target(*row) for row in rows)
 
 
-async def _verify(
-    spec: PluginSpec, request: WebhookRequest, config: BaseModel | None
-) -> WebhookAccepted:
-    try:
-        return await spec.plugin.verify_webhook(request, config)
-    except WebhookRejected as exc:
-        metrics.WEBHOOKS_REJECTED.labels(spec.name, exc.reason).inc()
-        log.info("webhook rejected", extra={"plugin": spec.name, "reason": exc.reason})
-        raise Unauthorized(f"webhook rejected: {exc.reason}", code="webhook_rejected") from None
+def _rejected(spec: PluginSpec, exc: WebhookRejected) -> Unauthorized:
+    """Count and log a rejected webhook; the error to answer with."""
+    metrics.WEBHOOKS_REJECTED.labels(spec.name, exc.reason).inc()
+    log.info("webhook rejected", extra={"plugin": spec.name, "reason": exc.reason})
+    return Unauthorized(f"webhook rejected: {exc.reason}", code="webhook_rejected")
 
 
 def _inbox_values(
@@ -306,7 +305,10 @@ async def _receive_for_platform(
 ) -> tuple[WebhookAccepted, int | None]:
     """A platform-wide app's webhook: verified with the app's settings, stored for the tenant
     (the platform's team, organisation…) it names if any instance serves it."""
-    accepted = await _verify(spec, request, None)
+    try:
+        accepted = await spec.plugin.verify_webhook(request, None)
+    except WebhookRejected as exc:
+        raise _rejected(spec, exc) from None
     if not accepted.store:
         return accepted, None
     platform_id = accepted.community_platform_id
