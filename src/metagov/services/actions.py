@@ -21,7 +21,7 @@ async def perform_action(
     action: ActionSpec,
     params: BaseModel,
 ) -> BaseModel | None:
-    """Run ``action`` on ``instance`` (see ``plugins.resolve_instance``) and save its effects."""
+    """Run ``action`` on the instance the route chose and save its effects."""
     ctx = build_context(runtime, spec, community, instance)
     result = await action.method(ctx, params)
     await save_effects(session, instance, ctx)

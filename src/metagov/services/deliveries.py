@@ -46,11 +46,12 @@ from metagov.db.models import Community, Delivery, Driver, Event
 from metagov.errors import NotFound
 from metagov.jobs.queue import Job, ring_after_commit, send_doorbells, unit_of_work
 from metagov.runtime import Runtime
-from metagov.services.events import deliver_job, envelope
+from metagov.services.events import PENDING, deliver_job, envelope
 
 log = logging.getLogger(__name__)
 
-PENDING, SUCCEEDED, DEAD = "pending", "succeeded", "dead"
+# A new delivery is PENDING (events.py records them); then SUCCEEDED or DEAD.
+SUCCEEDED, DEAD = "succeeded", "dead"
 _jitter = random.Random()  # noqa: S311 (spreads retries; not security-sensitive)
 
 
