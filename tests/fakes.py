@@ -79,13 +79,17 @@ class Approval(GovernanceProcess[EchoConfig, ApprovalParams, ApprovalOutcome]):
         ctx.url = f"https://echo.example/{ctx.config.team_id}/votes/{ctx.process_id}"
         ctx.set_outcome(ApprovalOutcome(approvals=0))
 
-    async def update(self, ctx: ProcessContext[EchoConfig, ApprovalOutcome]) -> None:
+    async def update(
+        self, ctx: ProcessContext[EchoConfig, ApprovalOutcome], params: ApprovalParams
+    ) -> None:
         approvals = ctx.outcome.approvals if ctx.outcome else 0
         ctx.set_outcome(ApprovalOutcome(approvals=approvals + 1))
         ctx.process_state.set("ticks", ctx.process_state.get("ticks", 0) + 1)
 
-    async def close(self, ctx: ProcessContext[EchoConfig, ApprovalOutcome]) -> None:
-        if ctx.parameters["question"] == "explode":
+    async def close(
+        self, ctx: ProcessContext[EchoConfig, ApprovalOutcome], params: ApprovalParams
+    ) -> None:
+        if params.question == "explode":
             raise RuntimeError("platform went away")
         approvals = ctx.outcome.approvals if ctx.outcome else 0
         ctx.complete(ApprovalOutcome(approvals=approvals, closed_by="driver"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
 
 from metagov.api.deps import RuntimeDep, SessionDep
@@ -43,12 +43,15 @@ async def authorize(
 @router.get("/{plugin}/callback", operation_id="oauth.callback", status_code=302)
 async def callback(
     plugin: str,
+    request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
     state: Text,
     code: Annotated[str | None, Query(max_length=500)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RedirectResponse:
-    """Where the platform sends the browser back; ends at the Driver's redirect URI."""
-    url = await oauth.callback(session, runtime, plugin, state_token=state, code=code, error=error)
+    """Where the platform sends the browser back; ends at the Driver's redirect URI. Every
+    query parameter the platform sent (``installation_id``, ``guild_id``…) reaches the plugin."""
+    params = {k: v[:2000] for k, v in request.query_params.items() if k != "state"}
+    url = await oauth.callback(session, runtime, plugin, state_token=state, params=params)
     return RedirectResponse(url, status_code=302)

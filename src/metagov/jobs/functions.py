@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from metagov.db.base import utcnow
 from metagov.jobs.queue import Job, JobFunction
@@ -51,7 +52,19 @@ async def sweep(runtime: Runtime) -> SweepReport:
     This is what makes Redis optional for correctness: lost jobs, flushed queues, crashed
     workers and deadlines that passed while nothing ran are all found here.
     """
-    now = utcnow()
+    jobs, report = await due_jobs(runtime)
+    try:
+        await runtime.queue.enqueue_many(jobs)
+    except Exception as exc:
+        log.warning("sweep could not enqueue %s jobs: %s", len(jobs), exc)
+    return report
+
+
+async def due_jobs(
+    runtime: Runtime, *, now: datetime | None = None
+) -> tuple[list[Job], SweepReport]:
+    """The jobs for everything due at ``now`` (default: the clock's now)."""
+    now = now or utcnow()
     async with runtime.sessions() as session, session.begin():
         partitions = await deliveries.due_partitions(session, now)
         inbox = await webhooks.due_webhooks(session, now, limit=SWEEP_LIMIT)
@@ -67,11 +80,7 @@ async def sweep(runtime: Runtime) -> SweepReport:
         *(Job.of("run_process", i) for i in due_processes),
         *(Job.of("run_task", i, name) for i, name in due_tasks),
     ]
-    try:
-        await runtime.queue.enqueue_many(jobs)
-    except Exception as exc:
-        log.warning("sweep could not enqueue %s jobs: %s", len(jobs), exc)
-    return SweepReport(len(partitions), len(inbox), len(due_processes), len(due_tasks))
+    return jobs, SweepReport(len(partitions), len(inbox), len(due_processes), len(due_tasks))
 
 
 FUNCTIONS: dict[str, JobFunction] = {

@@ -91,6 +91,7 @@ class PluginSpec:
     event_types: tuple[EventType, ...]
     webhooks: WebhookScope | None
     oauth: bool
+    refreshes_credentials: bool
     source: str
 
     def action(self, slug: str) -> ActionSpec:
@@ -257,9 +258,13 @@ def inspect_plugin(
         webhooks = WebhookScope(webhooks)
         if plugin_cls.verify_webhook is Plugin.verify_webhook:
             raise fail("declares webhooks but does not implement 'verify_webhook'")
-    for hook in ("verify_webhook", "receive_webhook"):
+    for hook in ("verify_webhook", "receive_webhook", "refresh_credentials"):
         if not inspect.iscoroutinefunction(getattr(plugin_cls, hook)):
             raise fail(f"method {hook!r} must be async")
+    if inspect.iscoroutinefunction(plugin_cls.webhook_keys):
+        raise fail("method 'webhook_keys' must be a plain `def`: it runs no I/O")
+    if not isinstance(plugin_cls.webhook_secret_params, frozenset | set | tuple):
+        raise fail("webhook_secret_params must be a set of query parameter names")
 
     event_types = tuple(plugin_cls.event_types)
     for event_type in event_types:
@@ -280,6 +285,7 @@ def inspect_plugin(
         event_types=event_types,
         webhooks=webhooks,
         oauth=oauth,
+        refreshes_credentials=plugin_cls.refresh_credentials is not Plugin.refresh_credentials,
         source=source,
     )
 
@@ -325,6 +331,15 @@ def _inspect_action(
     )
 
 
+# The hooks of a process and the arguments each takes (since SDK v2, every hook gets the params).
+_PROCESS_HOOKS = {
+    "start": ("self", "ctx", "params"),
+    "update": ("self", "ctx", "params"),
+    "close": ("self", "ctx", "params"),
+    "receive_webhook": ("self", "ctx", "params", "webhook"),
+}
+
+
 def _inspect_process(plugin: str, process_cls: Any) -> ProcessSpec:
     label = getattr(process_cls, "__qualname__", repr(process_cls))
     where = f"plugin {plugin!r}: process {label}"
@@ -341,9 +356,12 @@ def _inspect_process(plugin: str, process_cls: Any) -> ProcessSpec:
         raise PluginLoadError(f"{where}: parameter names {sorted(clash)} are reserved")
     if process_cls.start is GovernanceProcess.start:
         raise PluginLoadError(f"{where}: method 'start' is not implemented")
-    for hook in ("start", "update", "close", "receive_webhook"):
-        if not inspect.iscoroutinefunction(getattr(process_cls, hook)):
+    for hook, arguments in _PROCESS_HOOKS.items():
+        method = getattr(process_cls, hook)
+        if not inspect.iscoroutinefunction(method):
             raise PluginLoadError(f"{where}: method {hook!r} must be async")
+        if len(inspect.signature(method).parameters) != len(arguments):
+            raise PluginLoadError(f"{where}: method {hook!r} must take ({', '.join(arguments)})")
     interval = process_cls.update_interval
     if interval is not None and interval.total_seconds() <= 0:
         raise PluginLoadError(f"{where}: update_interval must be positive")

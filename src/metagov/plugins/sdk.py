@@ -16,18 +16,23 @@ every call.
 Input and output models of actions are read from the method's type hints. Governance processes are
 classes (see :class:`GovernanceProcess`) listed in ``Plugin.processes``. ``docs/plugins.md`` walks
 through a whole plugin.
+
+Every call runs on a snapshot: what a call records through its ``ctx`` (state writes, events,
+an outcome, refreshed credentials) is saved only once it returns successfully, in one short
+transaction, and no database transaction is open while the plugin talks to its platform.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -36,6 +41,7 @@ from metagov.errors import PluginError, RateLimited, UpstreamError
 
 __all__ = [
     "AuthType",
+    "CredentialsRejected",
     "EventType",
     "GovernanceProcess",
     "Initiator",
@@ -54,6 +60,7 @@ __all__ = [
     "WebhookRequest",
     "WebhookScope",
     "action",
+    "check_url_token",
     "task",
 ]
 
@@ -159,6 +166,14 @@ class EmittedEvent:
     initiator: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class SecretUpdate:
+    """Credentials a call refreshed: saved encrypted with its other effects."""
+
+    values: dict[str, str | None]
+    expires_at: datetime | None
+
+
 @dataclass
 class PluginContext(Generic[ConfigT]):
     """Everything about one community's plugin instance, passed to every plugin call."""
@@ -172,8 +187,16 @@ class PluginContext(Generic[ConfigT]):
     http: httpx.AsyncClient
     log: logging.LoggerAdapter[logging.Logger]
     settings: Any = None  # the plugin's app-wide settings (``Plugin.settings_model``)
+    # The gateway's public base URL and the secret fields of the config model, so that a plugin
+    # can build its hook URL and refresh its credentials.
+    base_url: str = "http://127.0.0.1:8000"
+    secret_fields: frozenset[str] = frozenset()
+    # When the credentials stored with the instance expire (see ``update_secrets``).
+    credentials_expire_at: datetime | None = None
     emitted: list[EmittedEvent] = field(default_factory=list)
     disable_reason: str | None = None
+    secret_update: SecretUpdate | None = None
+    notices: dict[str, Any] = field(default_factory=dict)
 
     def disable_instance(self, reason: str) -> None:
         """Ask the core to disable this instance once the call succeeds (the platform revoked
@@ -192,6 +215,34 @@ class PluginContext(Generic[ConfigT]):
             EmittedEvent(event_type, dict(data), dict(init) if init is not None else None)
         )
 
+    def update_secrets(
+        self, values: Mapping[str, str | None], *, expires_at: datetime | None = None
+    ) -> None:
+        """Replace secret config fields (a refreshed access token), stored encrypted when the call
+        succeeds; ``ctx.config`` shows the new values at once. ``expires_at`` says when they stop
+        working: the core then calls :meth:`Plugin.refresh_credentials` shortly before."""
+        unknown = set(values) - self.secret_fields
+        if unknown:
+            raise ValueError(f"not secret fields of the config: {sorted(unknown)}")
+        update = {k: None if v is None else SecretStr(v) for k, v in values.items()}
+        self.config = self.config.model_copy(update=update)
+        merged = {**(self.secret_update.values if self.secret_update else {}), **values}
+        self.secret_update = SecretUpdate(merged, expires_at)
+        self.credentials_expire_at = expires_at
+
+    def tell_driver(self, **values: Any) -> None:
+        """Values shown once, under ``notices``, in the answer to the request that enabled or
+        re-configured the instance (a generated hook URL, a step the Driver must take by hand).
+        Ignored by calls that answer no such request."""
+        self.notices.update(values)
+
+    def hook_url(self, **query: str) -> str:
+        """This instance's webhook URL (``/api/hooks/{community}/{plugin}``), with ``query``."""
+        url = f"{self.base_url.rstrip('/')}/api/hooks/{self.community}/{self.plugin_name}"
+        if self.community_platform_id:
+            query = {"community_platform_id": self.community_platform_id, **query}
+        return f"{url}?{urlencode(query)}" if query else url
+
 
 @dataclass
 class ProcessContext(PluginContext[ConfigT], Generic[ConfigT, OutcomeT]):
@@ -199,18 +250,18 @@ class ProcessContext(PluginContext[ConfigT], Generic[ConfigT, OutcomeT]):
 
     Hooks change the process through this object: ``url`` and ``closing_at`` are plain
     attributes; ``outcome`` holds the outcome recorded so far; ``set_outcome``, ``complete`` and
-    ``fail`` record the result. The core applies the changes after the hook returns, through the
-    one place that checks status transitions.
+    ``fail`` record the result; ``listen`` says which webhooks concern it. The core applies the
+    changes after the hook returns, through the one place that checks status transitions.
     """
 
     process_id: int = 0
-    parameters: dict[str, Any] = field(default_factory=dict)
     process_state: State = field(default_factory=State)
     url: str | None = None
     closing_at: datetime | None = None
     outcome: OutcomeT | None = None
     requested_status: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
+    listen_keys: tuple[str, ...] = ()
 
     def set_outcome(self, outcome: OutcomeT) -> None:
         """Record the current (possibly partial) outcome, e.g. after a vote is cast."""
@@ -227,15 +278,31 @@ class ProcessContext(PluginContext[ConfigT], Generic[ConfigT, OutcomeT]):
         self.errors.append({"message": message, **details})
         self.requested_status = "failed"
 
+    def listen(self, *keys: str) -> None:
+        """Receive only the webhooks that :meth:`Plugin.webhook_keys` maps to one of ``keys``
+        (a message id, an issue number, a poll id). Usually called in ``start``; calling it again
+        replaces the keys."""
+        for key in keys:
+            if not key or len(key) > 200:
+                raise ValueError("a listen key is a non-empty string of at most 200 characters")
+        self.listen_keys = tuple(dict.fromkeys(keys))
+
 
 @dataclass(frozen=True)
 class OAuthInstall:
     """What an OAuth exchange yields: the platform tenant and the instance config to store
-    (secrets included; the core encrypts them), plus who installed it."""
+    (secrets included; the core encrypts them), plus who installed it.
 
-    community_platform_id: str
+    For a ``user`` login, ``community_platform_id`` may be None when the platform does not say
+    which tenant the user belongs to; ``installer_user_id`` is the user's platform id.
+    ``credentials_expire_at`` says when the granted credentials expire (see
+    :meth:`Plugin.refresh_credentials`).
+    """
+
+    community_platform_id: str | None
     config: dict[str, Any]
     installer_user_id: str | None = None
+    credentials_expire_at: datetime | None = None
 
 
 class OAuthError(Exception):
@@ -246,6 +313,15 @@ class OAuthError(Exception):
         super().__init__(description)
         self.code = code
         self.description = description
+
+
+class CredentialsRejected(PluginError):
+    """The platform refused the instance's credentials (an HTTP 401). Raised by a plugin's
+    client, it makes the core run :meth:`Plugin.refresh_credentials` once and retry the call;
+    if it happens again, the Driver gets this error (502)."""
+
+    status_code = 502
+    code = "credentials_rejected"
 
 
 class WebhookScope(StrEnum):
@@ -263,7 +339,8 @@ class WebhookScope(StrEnum):
 
 @dataclass(frozen=True)
 class WebhookRequest:
-    """An inbound webhook as received: header names lower-case, the body as raw bytes."""
+    """An inbound webhook as received: header names lower-case, the body as raw bytes, and the
+    URL's query parameters (without those the plugin declared secret)."""
 
     headers: Mapping[str, str]
     body: bytes
@@ -278,7 +355,8 @@ class WebhookRequest:
 
 @dataclass(frozen=True)
 class WebhookReply:
-    """A synchronous answer the platform demands (a challenge echo, a PING reply)."""
+    """A synchronous answer the platform demands (a challenge echo, a PING reply, an
+    interaction's acknowledgement)."""
 
     body: Any = None
     status_code: int = 200
@@ -291,7 +369,9 @@ class WebhookAccepted:
 
     ``delivery_id`` is the platform's id for this delivery (redeliveries repeat it); without one,
     the body's hash de-duplicates. ``community_platform_id`` names the tenant of a platform-wide
-    webhook. ``store=False`` answers with ``reply`` and stores nothing (handshakes).
+    webhook. ``reply`` is answered to the platform at once, once the webhook is stored (a platform
+    that wants an answer within seconds gets it while the rest is handled in a job);
+    ``store=False`` answers with ``reply`` and stores nothing (handshakes).
     """
 
     delivery_id: str | None = None
@@ -307,6 +387,21 @@ class WebhookRejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def check_url_token(
+    request: WebhookRequest, expected: SecretStr | str | None, *, param: str = "token"
+) -> None:
+    """For platforms that do not sign their webhooks: check the secret token the instance's hook
+    URL carries in ``?{param}=``, in constant time; raise :class:`WebhookRejected` if it is
+    missing or wrong. Declare ``param`` in ``Plugin.webhook_secret_params`` so it is never
+    stored."""
+    given = request.query.get(param)
+    if not given:
+        raise WebhookRejected("missing_token")
+    want = expected.get_secret_value() if isinstance(expected, SecretStr) else expected
+    if not want or not hmac.compare_digest(given.encode(), want.encode()):
+        raise WebhookRejected("bad_token")
 
 
 @dataclass(frozen=True)
@@ -353,16 +448,19 @@ def task(
 class GovernanceProcess(Generic[ConfigT, ParamsT, OutcomeT]):
     """A long-running governance process such as a vote.
 
-    Subclasses set ``slug``, ``params_model`` and ``outcome_model`` and implement ``start``. The
-    other hooks are optional:
+    Subclasses set ``slug``, ``params_model`` and ``outcome_model`` and implement ``start``. Every
+    hook gets the process's parameters as the validated ``params_model``. The other hooks are
+    optional:
 
     - ``update`` runs every ``update_interval`` while the process is pending (polling platforms);
     - ``close`` runs when the Driver closes the process early or ``closing_at`` passes; if it does
       not call ``ctx.fail``, the process completes with its current outcome;
-    - ``receive_webhook`` gets every webhook of the process's plugin instance while it is open
-      (a vote cast, a button clicked); it changes the process through ``ctx`` like the others.
+    - ``receive_webhook`` gets the webhooks of the process's plugin instance that concern it
+      (those :meth:`Plugin.webhook_keys` maps to a key the process ``listen``\\s to; all of them
+      if the plugin does not map webhooks) while it is open (a vote cast, a button clicked).
 
-    A process that its platform cannot end early sets ``closable = False``.
+    Hooks of one process never run at the same time. A process that its platform cannot end early
+    sets ``closable = False``; the reason shown to a Driver that tries is ``not_closable_reason``.
     """
 
     slug: ClassVar[str]
@@ -371,18 +469,19 @@ class GovernanceProcess(Generic[ConfigT, ParamsT, OutcomeT]):
     outcome_model: ClassVar[type[BaseModel]]
     update_interval: ClassVar[timedelta | None] = None
     closable: ClassVar[bool] = True
+    not_closable_reason: ClassVar[str] = "it ends on the platform"
 
     async def start(self, ctx: ProcessContext[ConfigT, OutcomeT], params: ParamsT) -> None:
         raise NotImplementedError
 
-    async def update(self, ctx: ProcessContext[ConfigT, OutcomeT]) -> None:
+    async def update(self, ctx: ProcessContext[ConfigT, OutcomeT], params: ParamsT) -> None:
         return None
 
-    async def close(self, ctx: ProcessContext[ConfigT, OutcomeT]) -> None:
+    async def close(self, ctx: ProcessContext[ConfigT, OutcomeT], params: ParamsT) -> None:
         return None
 
     async def receive_webhook(
-        self, ctx: ProcessContext[ConfigT, OutcomeT], webhook: WebhookRequest
+        self, ctx: ProcessContext[ConfigT, OutcomeT], params: ParamsT, webhook: WebhookRequest
     ) -> None:
         return None
 
@@ -401,13 +500,18 @@ class Plugin(Generic[ConfigT]):
     - ``initialize(ctx)`` runs once when a community enables the plugin and again when its config
       changes; raising :class:`PluginError` there refuses the config.
     - ``webhooks``: set to a :class:`WebhookScope` to receive webhooks; then ``verify_webhook``
-      checks each one before anything is stored, and ``receive_webhook`` handles it later, in a
-      job (it should be idempotent: a job may run twice).
+      checks each one before anything is stored, ``receive_webhook`` handles it later, in a
+      job (it should be idempotent: a job may run twice), and ``webhook_keys`` says which open
+      processes it concerns. ``webhook_secret_params`` names query parameters (URL tokens) that
+      are checked but never stored.
     - ``settings_model``: app-wide settings (a pydantic-settings class reading e.g.
       ``METAGOV_SLACK__*``), available as ``self.settings``; for credentials of a platform-wide
       app, not of one community.
     - ``oauth_authorize_url`` and ``oauth_exchange``: implement both to let communities install
       the plugin through ``/auth/{plugin}/authorize``.
+    - ``refresh_credentials(ctx)``: renews expiring credentials with ``ctx.update_secrets``; run
+      ``credentials_refresh_margin`` before they expire, and once after a
+      :class:`CredentialsRejected`.
     """
 
     name: ClassVar[str]
@@ -418,7 +522,9 @@ class Plugin(Generic[ConfigT]):
     processes: ClassVar[tuple[type[GovernanceProcess[Any, Any, Any]], ...]] = ()
     event_types: ClassVar[tuple[EventType, ...]] = ()
     webhooks: ClassVar[WebhookScope | None] = None
+    webhook_secret_params: ClassVar[frozenset[str]] = frozenset()
     settings_model: ClassVar[type[BaseModel] | None] = None
+    credentials_refresh_margin: ClassVar[timedelta] = timedelta(minutes=5)
     settings: Any = None  # an instance of settings_model, set by the registry
 
     async def initialize(self, ctx: PluginContext[ConfigT]) -> None:
@@ -429,9 +535,22 @@ class Plugin(Generic[ConfigT]):
         raise NotImplementedError
 
     async def oauth_exchange(
-        self, *, kind: str, code: str, redirect_uri: str, http: httpx.AsyncClient
+        self,
+        *,
+        kind: str,
+        code: str | None,
+        redirect_uri: str,
+        http: httpx.AsyncClient,
+        params: Mapping[str, str],
     ) -> OAuthInstall:
-        """Trade the callback's ``code`` for credentials; raise :class:`OAuthError` to refuse."""
+        """Finish an install or login. ``code`` is the callback's authorization code (None if the
+        platform sent none, as a GitHub App install without user authorization does); ``params``
+        holds every query parameter of the callback (``installation_id``, ``guild_id``…).
+        Raise :class:`OAuthError` to refuse."""
+        raise NotImplementedError
+
+    async def refresh_credentials(self, ctx: PluginContext[ConfigT]) -> None:
+        """Renew the instance's credentials with ``ctx.update_secrets``."""
         raise NotImplementedError
 
     async def verify_webhook(
@@ -443,6 +562,12 @@ class Plugin(Generic[ConfigT]):
         raise WebhookRejected("webhooks_not_supported")
 
     async def receive_webhook(self, ctx: PluginContext[ConfigT], webhook: WebhookRequest) -> None:
+        return None
+
+    def webhook_keys(self, webhook: WebhookRequest) -> Sequence[str] | None:
+        """The listen keys (see :meth:`ProcessContext.listen`) of the processes a webhook
+        concerns: an empty sequence for none. None, the default, hands it to every open process
+        of the instance. Runs in the job, before any process hook; no network calls."""
         return None
 
 

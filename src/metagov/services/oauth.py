@@ -15,6 +15,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -153,18 +154,17 @@ async def callback(
     plugin: str,
     *,
     state_token: str,
-    code: str | None,
-    error: str | None,
+    params: Mapping[str, str],
 ) -> str:
     """Finish the install; returns where to redirect the browser (the Driver, always, once the
-    state is trusted)."""
+    state is trusted). ``params`` is the callback's whole query string: the plugin reads what its
+    platform sends besides ``code`` (an installation id, a guild id)."""
     spec = oauth_spec(runtime, plugin)
     state = read_state(runtime, state_token, plugin)
     await _use_once(session, state)
-    if error or not code:
-        return back_to_driver(
-            state, error=error or "missing_code", error_description="The install was not approved"
-        )
+    error = params.get("error")
+    if error:
+        return back_to_driver(state, error=error, error_description="The install was not approved")
     community = await session.scalar(select(Community).where(Community.slug == state.community))
     if community is None:
         return back_to_driver(
@@ -172,7 +172,7 @@ async def callback(
         )
     try:
         async with session.begin_nested():  # a refused install leaves nothing half-written
-            return await _finish(session, runtime, spec, state, community, code)
+            return await _finish(session, runtime, spec, state, community, params)
     except OAuthError as exc:
         return back_to_driver(state, error=exc.code, error_description=exc.description)
     except MetagovError as exc:  # the platform failed, or refused the resulting config
@@ -208,22 +208,40 @@ async def _installed_in(
     return slug
 
 
+async def _enabled_in(session: AsyncSession, plugin: str, community: Community) -> bool:
+    found = await session.scalar(
+        select(PluginInstance.id).where(
+            PluginInstance.name == plugin, PluginInstance.community_id == community.id
+        )
+    )
+    return found is not None
+
+
 async def _finish(
     session: AsyncSession,
     runtime: Runtime,
     spec: PluginSpec,
     state: FlowState,
     community: Community,
-    code: str,
+    params: Mapping[str, str],
 ) -> str:
     install = await spec.plugin.oauth_exchange(
-        kind=state.kind, code=code, redirect_uri=callback_url(runtime, spec.name), http=runtime.http
+        kind=state.kind,
+        code=params.get("code") or None,
+        redirect_uri=callback_url(runtime, spec.name),
+        http=runtime.http,
+        params=dict(params),
     )
     pid = install.community_platform_id
     if state.kind == "user":
-        if await _installed_in(session, spec.name, pid, community=community, here=True) is None:
+        if pid is None:
+            if not await _enabled_in(session, spec.name, community):
+                raise OAuthError("not_installed", "The plugin is not enabled in the community")
+        elif await _installed_in(session, spec.name, pid, community=community, here=True) is None:
             raise OAuthError("not_installed", "This workspace is not installed in the community")
         return back_to_driver(state, community=community.slug, user_id=install.installer_user_id)
+    if pid is None:
+        raise OAuthError("no_tenant", "The platform did not say what was installed")
     if await _installed_in(session, spec.name, pid, community=community, here=False):
         raise OAuthError(
             "already_installed", "This workspace is already installed in another community"

@@ -121,6 +121,8 @@ def build_context(
         state=State(instance.state),
         http=runtime.http,
         settings=spec.plugin.settings,
+        base_url=runtime.settings.base_url,
+        secret_fields=spec.secret_fields,
         log=logging.LoggerAdapter(
             log.getChild(spec.name),
             {"community": community.slug, "plugin_instance": instance.id},

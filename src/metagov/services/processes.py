@@ -55,8 +55,9 @@ def _context(
         http=base.http,
         log=base.log,
         settings=base.settings,
+        base_url=base.base_url,
+        secret_fields=base.secret_fields,
         process_id=process.id,
-        parameters=dict(process.parameters),
         process_state=State(process.state),
         url=process.url,
         closing_at=process.closing_at,
@@ -203,7 +204,9 @@ async def _run_hook(
     runtime: Runtime,
     community: Community,
     process: Process,
-    call: Callable[[GovernanceProcess[Any, Any, Any], ProcessContext[Any, Any]], Awaitable[None]],
+    call: Callable[
+        [GovernanceProcess[Any, Any, Any], ProcessContext[Any, Any], BaseModel], Awaitable[None]
+    ],
     *,
     default: ProcessStatus | None,
 ) -> Process:
@@ -213,7 +216,8 @@ async def _run_hook(
     pspec = spec.process(process.name)
     instance = await _instance_of(session, process)
     ctx = _context(runtime, spec, pspec, community, instance, process)
-    await call(pspec.handler, ctx)
+    params = pspec.params_model.model_validate(process.parameters)
+    await call(pspec.handler, ctx, params)
     await _apply(session, community, process, pspec, ctx, default=default)
     await save_effects(session, instance, ctx)
     await session.flush()
@@ -234,7 +238,7 @@ async def close_process(
         runtime,
         community,
         process,
-        lambda handler, ctx: handler.close(ctx),
+        lambda handler, ctx, params: handler.close(ctx, params),
         default=ProcessStatus.COMPLETED,
     )
 
@@ -244,7 +248,12 @@ async def update_process(
 ) -> Process:
     """Run the plugin's ``update`` hook (polling the platform) for a pending process."""
     return await _run_hook(
-        session, runtime, community, process, lambda handler, ctx: handler.update(ctx), default=None
+        session,
+        runtime,
+        community,
+        process,
+        lambda handler, ctx, params: handler.update(ctx, params),
+        default=None,
     )
 
 
@@ -261,7 +270,7 @@ async def receive_webhook(
         runtime,
         community,
         process,
-        lambda handler, ctx: handler.receive_webhook(ctx, request),
+        lambda handler, ctx, params: handler.receive_webhook(ctx, params, request),
         default=None,
     )
 

@@ -49,9 +49,12 @@ class DelayedStochasticVote(
         # The deadline is stored with the process, so the vote closes on time even across restarts.
         ctx.closing_at = datetime.now(UTC) + timedelta(seconds=params.delay_seconds)
 
-    async def close(self, ctx: ProcessContext[RandomnessConfig, StochasticVoteOutcome]) -> None:
-        options = StochasticVoteParams.model_validate(ctx.parameters).options
-        votes = {option: _rng.randint(0, 10) for option in options}
+    async def close(
+        self,
+        ctx: ProcessContext[RandomnessConfig, StochasticVoteOutcome],
+        params: StochasticVoteParams,
+    ) -> None:
+        votes = {option: _rng.randint(0, 10) for option in params.options}
         best = max(votes.values())
         winner = _rng.choice([option for option, count in votes.items() if count == best])
         ctx.complete(StochasticVoteOutcome(winner=winner, votes=votes))

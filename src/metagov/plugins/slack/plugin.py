@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -161,10 +162,18 @@ class SlackPlugin(Plugin[SlackConfig]):
         return f"{self.app.authorize_url}?{urlencode({**query, 'state': state})}"
 
     async def oauth_exchange(
-        self, *, kind: str, code: str, redirect_uri: str, http: httpx.AsyncClient
+        self,
+        *,
+        kind: str,
+        code: str | None,
+        redirect_uri: str,
+        http: httpx.AsyncClient,
+        params: Mapping[str, str],
     ) -> OAuthInstall:
         if not self.app.client_id or self.app.client_secret is None:
             raise OAuthError("not_configured", "The Slack app is not configured")
+        if not code:
+            raise OAuthError("missing_code", "The install was not approved")
         basic = httpx.BasicAuth(self.app.client_id, self.app.client_secret.get_secret_value())
         try:
             granted = await SlackClient(http, self.app.api_url).call(

@@ -112,11 +112,12 @@ class EmojiVote(GovernanceProcess[SlackConfig, EmojiVoteParams, EmojiVoteOutcome
         channel, ts = await _post(ctx, params, params.title, blocks.emoji_vote(params, votes))
         ctx.set_outcome(EmojiVoteOutcome(votes=votes, channel=channel, message_ts=ts))
 
-    async def receive_webhook(self, ctx: EmojiCtx, webhook: WebhookRequest) -> None:
+    async def receive_webhook(
+        self, ctx: EmojiCtx, params: EmojiVoteParams, webhook: WebhookRequest
+    ) -> None:
         payload = interaction(webhook)
         if payload is None or not _is_ours(ctx, payload) or ctx.outcome is None:
             return
-        params = EmojiVoteParams.model_validate(ctx.parameters)
         user = str((payload.get("user") or {}).get("id", ""))
         choices = params.choices()
         for clicked in payload.get("actions") or []:
@@ -135,8 +136,7 @@ class EmojiVote(GovernanceProcess[SlackConfig, EmojiVoteParams, EmojiVoteOutcome
             ctx.set_outcome(ctx.outcome.model_copy(update={"votes": tallies}))
             await _update(ctx, params.title, blocks.emoji_vote(params, tallies))
 
-    async def close(self, ctx: EmojiCtx) -> None:
-        params = EmojiVoteParams.model_validate(ctx.parameters)
+    async def close(self, ctx: EmojiCtx, params: EmojiVoteParams) -> None:
         outcome = ctx.outcome or EmojiVoteOutcome(votes={})
         await _update(ctx, params.title, blocks.emoji_vote(params, outcome.votes, closed=True))
         ctx.complete(outcome)
@@ -153,11 +153,12 @@ class AdvancedVote(GovernanceProcess[SlackConfig, AdvancedVoteParams, AdvancedVo
         channel, ts = await _post(ctx, params, params.title, blocks.advanced_vote(params, 0))
         ctx.set_outcome(AdvancedVoteOutcome(votes={}, channel=channel, message_ts=ts))
 
-    async def receive_webhook(self, ctx: AdvancedCtx, webhook: WebhookRequest) -> None:
+    async def receive_webhook(
+        self, ctx: AdvancedCtx, params: AdvancedVoteParams, webhook: WebhookRequest
+    ) -> None:
         payload = interaction(webhook)
         if payload is None or not _is_ours(ctx, payload) or ctx.outcome is None:
             return
-        params = AdvancedVoteParams.model_validate(ctx.parameters)
         user = str((payload.get("user") or {}).get("id", ""))
         votes = {voter: dict(choices) for voter, choices in ctx.outcome.votes.items()}
         changed = False
@@ -175,8 +176,7 @@ class AdvancedVote(GovernanceProcess[SlackConfig, AdvancedVoteParams, AdvancedVo
             ctx.set_outcome(ctx.outcome.model_copy(update={"votes": votes}))
             await _update(ctx, params.title, blocks.advanced_vote(params, len(votes)))
 
-    async def close(self, ctx: AdvancedCtx) -> None:
-        params = AdvancedVoteParams.model_validate(ctx.parameters)
+    async def close(self, ctx: AdvancedCtx, params: AdvancedVoteParams) -> None:
         outcome = ctx.outcome or AdvancedVoteOutcome(votes={})
         body = blocks.advanced_vote(params, len(outcome.votes), closed=True)
         await _update(ctx, params.title, body)
