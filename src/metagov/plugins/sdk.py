@@ -195,6 +195,7 @@ class PluginContext(Generic[ConfigT]):
     credentials_expire_at: datetime | None = None
     emitted: list[EmittedEvent] = field(default_factory=list)
     disable_reason: str | None = None
+    suspension: tuple[bool, str] | None = None
     secret_update: SecretUpdate | None = None
     notices: dict[str, Any] = field(default_factory=dict)
 
@@ -202,6 +203,18 @@ class PluginContext(Generic[ConfigT]):
         """Ask the core to disable this instance once the call succeeds (the platform revoked
         our access); its open processes are cancelled and the Driver is told."""
         self.disable_reason = reason
+
+    def suspend_instance(self, reason: str) -> None:
+        """Ask the core to suspend this instance once the call succeeds (the platform paused our
+        access but may give it back): it is kept with its config, state and processes, its actions
+        and process starts answer 409 ``plugin_suspended``, webhooks still reach it, and the
+        Driver gets ``plugin.disabled`` with ``suspended: true``."""
+        self.suspension = (True, reason)
+
+    def resume_instance(self) -> None:
+        """Undo :meth:`suspend_instance` once the call succeeds; the Driver gets
+        ``plugin.enabled``."""
+        self.suspension = (False, "")
 
     def emit_event(
         self,
