@@ -20,16 +20,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from metagov.db.base import utcnow
-from metagov.db.models import Community, PluginInstance, UsedOAuthState
+from metagov.db.models import Community
 from metagov.errors import BadRequest, MetagovError, NotFound
+from metagov.instances import service as instances
+from metagov.oauth import repository
 from metagov.plugins.registry import PluginSpec
 from metagov.plugins.sdk import OAuthError
 from metagov.runtime import Runtime
-from metagov.services import plugins as plugin_service
+from metagov.tenancy import repository as tenancy
 
 STATE_TTL_SECONDS = 600
 KINDS = ("app", "user")
@@ -111,7 +110,6 @@ def oauth_spec(runtime: Runtime, plugin: str) -> PluginSpec:
 
 
 async def authorize(
-    session: AsyncSession,
     runtime: Runtime,
     plugin: str,
     *,
@@ -125,8 +123,9 @@ async def authorize(
     if kind not in KINDS:
         raise BadRequest(f"type must be one of {', '.join(KINDS)}", code="bad_type")
     check_redirect(runtime, redirect_uri)
-    found = await session.scalar(select(Community.id).where(Community.slug == community))
-    if found is None:
+    async with runtime.db.snapshot() as session:
+        exists = await tenancy.slug_taken(session, community)
+    if not exists:
         raise NotFound(f"community {community!r} not found", code="unknown_community")
     state = FlowState(
         plugin=plugin,
@@ -149,7 +148,6 @@ def back_to_driver(state: FlowState, **params: str | None) -> str:
 
 
 async def callback(
-    session: AsyncSession,
     runtime: Runtime,
     plugin: str,
     *,
@@ -158,67 +156,37 @@ async def callback(
 ) -> str:
     """Finish the install; returns where to redirect the browser (the Driver, always, once the
     state is trusted). ``params`` is the callback's whole query string: the plugin reads what its
-    platform sends besides ``code`` (an installation id, a guild id)."""
+    platform sends besides ``code`` (an installation id, a guild id).
+
+    The state is spent first, in its own transaction; the platform is called with nothing open;
+    the install is saved last, through the same path as any enable.
+    """
     spec = oauth_spec(runtime, plugin)
     state = read_state(runtime, state_token, plugin)
-    await _use_once(session, state)
+    async with runtime.unit_of_work() as session:
+        fresh = await repository.use_state(
+            session, state.nonce, datetime.fromtimestamp(state.expires, UTC), utcnow()
+        )
+    if not fresh:
+        raise InvalidState("this OAuth state was already used; start the install again")
     error = params.get("error")
     if error:
         return back_to_driver(state, error=error, error_description="The install was not approved")
-    community = await session.scalar(select(Community).where(Community.slug == state.community))
+    async with runtime.db.snapshot() as session:
+        community = await tenancy.community_by_slug(session, state.community)
     if community is None:
         return back_to_driver(
             state, error="unknown_community", error_description="The community no longer exists"
         )
     try:
-        async with session.begin_nested():  # a refused install leaves nothing half-written
-            return await _finish(session, runtime, spec, state, community, params)
+        return await _finish(runtime, spec, state, community, params)
     except OAuthError as exc:
         return back_to_driver(state, error=exc.code, error_description=exc.description)
     except MetagovError as exc:  # the platform failed, or refused the resulting config
         return back_to_driver(state, error=exc.code, error_description=exc.detail)
 
 
-async def _use_once(session: AsyncSession, state: FlowState) -> None:
-    """Record the state's nonce; a second callback with the same state is refused."""
-    if await session.get(UsedOAuthState, state.nonce) is not None:
-        raise InvalidState("this OAuth state was already used; start the install again")
-    now = utcnow()
-    await session.execute(delete(UsedOAuthState).where(UsedOAuthState.expires_at < now))
-    session.add(
-        UsedOAuthState(nonce=state.nonce, expires_at=datetime.fromtimestamp(state.expires, UTC))
-    )
-    await session.flush()
-
-
-async def _installed_in(
-    session: AsyncSession, plugin: str, platform_id: str, *, community: Community, here: bool
-) -> str | None:
-    """The slug of a community (this one, or another) where the tenant is already installed."""
-    same = Community.id == community.id if here else Community.id != community.id
-    slug: str | None = await session.scalar(
-        select(Community.slug)
-        .join(PluginInstance, PluginInstance.community_id == Community.id)
-        .where(
-            PluginInstance.name == plugin,
-            PluginInstance.community_platform_id == platform_id,
-            same,
-        )
-    )
-    return slug
-
-
-async def _enabled_in(session: AsyncSession, plugin: str, community: Community) -> bool:
-    found = await session.scalar(
-        select(PluginInstance.id).where(
-            PluginInstance.name == plugin, PluginInstance.community_id == community.id
-        )
-    )
-    return found is not None
-
-
 async def _finish(
-    session: AsyncSession,
     runtime: Runtime,
     spec: PluginSpec,
     state: FlowState,
@@ -233,21 +201,34 @@ async def _finish(
         params=dict(params),
     )
     pid = install.community_platform_id
-    if state.kind == "user":
+    async with runtime.db.snapshot() as session:
+        if state.kind == "user":
+            if pid is None:
+                known = await repository.enabled_in(session, spec.name, community.id)
+            else:
+                known = (
+                    await repository.installed_in(
+                        session, spec.name, pid, community_id=community.id, here=True
+                    )
+                    is not None
+                )
+            if not known:
+                raise OAuthError(
+                    "not_installed", "This workspace is not installed in the community"
+                )
+            return back_to_driver(
+                state, community=community.slug, user_id=install.installer_user_id
+            )
         if pid is None:
-            if not await _enabled_in(session, spec.name, community):
-                raise OAuthError("not_installed", "The plugin is not enabled in the community")
-        elif await _installed_in(session, spec.name, pid, community=community, here=True) is None:
-            raise OAuthError("not_installed", "This workspace is not installed in the community")
-        return back_to_driver(state, community=community.slug, user_id=install.installer_user_id)
-    if pid is None:
-        raise OAuthError("no_tenant", "The platform did not say what was installed")
-    if await _installed_in(session, spec.name, pid, community=community, here=False):
+            raise OAuthError("no_tenant", "The platform did not say what was installed")
+        elsewhere = await repository.installed_in(
+            session, spec.name, pid, community_id=community.id, here=False
+        )
+    if elsewhere:
         raise OAuthError(
             "already_installed", "This workspace is already installed in another community"
         )
-    await plugin_service.enable_plugin(
-        session,
+    await instances.enable_plugin(
         runtime,
         community,
         spec,

@@ -10,20 +10,9 @@ has ended can never be closed twice or re-opened, whoever tries.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from metagov.db.base import utcnow
-from metagov.db.models import Process
+from metagov.db.models import OPEN_PROCESS_STATUSES, Process, ProcessStatus
 from metagov.errors import Conflict
-
-
-class ProcessStatus(StrEnum):
-    CREATED = "created"
-    PENDING = "pending"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
 
 ALLOWED: dict[ProcessStatus, frozenset[ProcessStatus]] = {
     ProcessStatus.CREATED: frozenset(
@@ -37,15 +26,17 @@ ALLOWED: dict[ProcessStatus, frozenset[ProcessStatus]] = {
     ProcessStatus.CANCELLED: frozenset(),
 }
 
-OPEN_STATUSES = (ProcessStatus.CREATED.value, ProcessStatus.PENDING.value)
-
 
 class InvalidTransition(Conflict):
     code = "invalid_transition"
 
 
 def is_open(process: Process) -> bool:
-    return process.status in OPEN_STATUSES
+    return process.status in OPEN_PROCESS_STATUSES
+
+
+def has_ended(status: str) -> bool:
+    return status not in OPEN_PROCESS_STATUSES
 
 
 def transition(process: Process, to: ProcessStatus) -> None:

@@ -1,4 +1,5 @@
-"""The job functions, shared by the arq worker and the in-process runner.
+"""The job functions, shared by the arq worker and the in-process runner, and the sweep that
+finds what is due.
 
 Every job takes the runtime and ids, reads the truth from the database and acts only if there is
 still something to do, so a job that runs twice, late, or after a crash does no harm.
@@ -7,13 +8,20 @@ still something to do, so a job that runs twice, late, or after a crash does no 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from metagov.db.base import utcnow
-from metagov.jobs.queue import Job, JobFunction
+from metagov.inbox import handlers as inbox
+from metagov.inbox.service import handle_job
+from metagov.instances import handlers as instances
+from metagov.jobs.queue import Job, JobArg
+from metagov.outbox import handlers as outbox
+from metagov.outbox import repository as outbox_repository
+from metagov.processes import handlers as processes
+from metagov.processes.service import due_process_ids
 from metagov.runtime import Runtime
-from metagov.services import deliveries, processes, tasks, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +29,18 @@ log = logging.getLogger(__name__)
 # sweep's own cost must not grow with the pile. What is left over is found by the next one.
 SWEEP_LIMIT = 500
 
+JobFunction = Callable[..., Awaitable[object]]
+
 
 async def deliver(runtime: Runtime, partition: str) -> None:
-    await deliveries.deliver_partition(runtime, partition)
+    await outbox.deliver_partition(runtime, partition)
 
 
-async def handle_webhook(runtime: Runtime, inbox_id: int) -> None:
-    await webhooks.handle(runtime, inbox_id)
+async def handle_webhook(runtime: Runtime, sender: JobArg) -> None:
+    if isinstance(sender, int):  # a doorbell rung by an older gateway names the webhook
+        await inbox.handle(runtime, sender)
+    else:
+        await inbox.handle_sender(runtime, sender)
 
 
 async def run_process(runtime: Runtime, process_id: int) -> None:
@@ -35,7 +48,7 @@ async def run_process(runtime: Runtime, process_id: int) -> None:
 
 
 async def run_task(runtime: Runtime, instance_id: int, task_name: str) -> None:
-    await tasks.run_task(runtime, instance_id, task_name)
+    await instances.run_task(runtime, instance_id, task_name)
 
 
 @dataclass(frozen=True)
@@ -65,22 +78,21 @@ async def due_jobs(
 ) -> tuple[list[Job], SweepReport]:
     """The jobs for everything due at ``now`` (default: the clock's now)."""
     now = now or utcnow()
-    async with runtime.sessions() as session, session.begin():
-        partitions = await deliveries.due_partitions(session, now)
-        inbox = await webhooks.due_webhooks(session, now, limit=SWEEP_LIMIT)
-        due_tasks = await tasks.due_tasks(session, runtime, now)
-    closing, updating = await processes.due_process_ids(runtime, now=now, limit=SWEEP_LIMIT)
+    async with runtime.unit_of_work() as session:
+        partitions = await outbox_repository.due_partitions(session, now)
+        due_tasks = await instances.due_tasks(session, runtime.registry, now)
+    senders = await inbox.due_senders(runtime, now, limit=SWEEP_LIMIT)
+    closing, updating = await due_process_ids(runtime, now=now, limit=SWEEP_LIMIT)
     due_processes = list(dict.fromkeys([*closing, *updating]))
-
     jobs = [
         # The key changes with each attempt: a job id held by a crashed worker (arq keeps it
         # "in progress" until its timeout) must not swallow the retry.
         *(Job.of("deliver", p, key=f"deliver:{p}:{seq}:{n}") for p, seq, n in partitions),
-        *(webhooks.handle_job(i) for i in inbox),
+        *(handle_job(sender, newest) for sender, newest in senders),
         *(Job.of("run_process", i) for i in due_processes),
         *(Job.of("run_task", i, name) for i, name in due_tasks),
     ]
-    return jobs, SweepReport(len(partitions), len(inbox), len(due_processes), len(due_tasks))
+    return jobs, SweepReport(len(partitions), len(senders), len(due_processes), len(due_tasks))
 
 
 FUNCTIONS: dict[str, JobFunction] = {
@@ -90,3 +102,8 @@ FUNCTIONS: dict[str, JobFunction] = {
     "run_task": run_task,
     "sweep": sweep,
 }
+
+
+async def run_job(runtime: Runtime, job: Job) -> None:
+    """Run one job in this process."""
+    await FUNCTIONS[job.name](runtime, *job.args)
