@@ -126,9 +126,14 @@ async def test_install_errors_go_back_to_the_driver(
             httpx.Response(200, json=token_response(guild_object())),
         ),
         (
+            "no_guild",  # Discord did not confirm the server: the URL's guild_id is not enough
+            {"code": "c", "guild_id": GUILD},
+            httpx.Response(200, json=token_response(None)),
+        ),
+        (
             "bot_not_in_guild",
             {"code": "c", "guild_id": OTHER_GUILD},
-            httpx.Response(200, json=token_response(None)),
+            httpx.Response(200, json=token_response(guild_object(OTHER_GUILD))),
         ),
         ("upstream_error", {"code": "c", "guild_id": GUILD}, httpx.Response(503)),
     ]

@@ -10,11 +10,15 @@ import time
 import respx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from metagov.plugins.discord import DiscordPlugin
+from metagov.plugins.sdk import WebhookRequest
 from metagov.testing import DriverCredentials, TestGateway
 from tests.plugins.discord.support import (
     EVENTS,
     GUILD,
+    MESSAGE,
     OTHER_GUILD,
+    click,
     driver_events,
     interact,
     ping,
@@ -170,3 +174,16 @@ async def test_autocomplete_gets_no_choices(gw: TestGateway) -> None:
     answer = await interact(gw.client, payload)
     assert answer.json() == {"type": 8, "data": {"choices": []}}
     assert await gw.drain() == 0
+
+
+def test_a_click_concerns_the_vote_of_its_message_only() -> None:
+    """``webhook_keys``: a click maps to its message id (what a vote listens to); a command or
+    an unreadable body concerns no vote."""
+    plugin = DiscordPlugin()
+
+    def keys(payload: object) -> object:
+        return plugin.webhook_keys(WebhookRequest(headers={}, body=json.dumps(payload).encode()))
+
+    assert keys(click("1200000000000000005", "80351110224678912", "metagov-vote:0")) == [MESSAGE]
+    assert keys(slash_command()) == []
+    assert plugin.webhook_keys(WebhookRequest(headers={}, body=b"not json")) == []

@@ -238,17 +238,21 @@ class DiscordPlugin(Plugin[DiscordConfig]):
         return OAuthInstall(guild_id, config)
 
     async def _installed_guild(self, params: Mapping[str, str], granted: Mapping[str, Any]) -> str:
-        """The server the bot was added to. The callback's ``guild_id`` is only a hint (anyone can
-        edit a URL); the token response's ``guild``, when Discord sends it, is authoritative."""
-        hinted = params.get("guild_id") or ""
+        """The server the bot was added to, as the token response names it. The callback's
+        ``guild_id`` is only a hint (anyone can edit a URL): trusting it would let someone who
+        added the bot to their own server claim another server the bot is in."""
         granted_guild = granted.get("guild")
         confirmed = str(granted_guild.get("id") or "") if isinstance(granted_guild, dict) else ""
-        if hinted and confirmed and hinted != confirmed:
+        if not confirmed.isdigit() or len(confirmed) > 20:
+            raise OAuthError(
+                "no_guild",
+                "Discord did not say which server the bot was added to "
+                "(turn on Requires OAuth2 Code Grant for the bot)",
+            )
+        hinted = params.get("guild_id")
+        if hinted and hinted != confirmed:
             raise OAuthError("guild_mismatch", "The callback names another server than Discord")
-        guild_id = confirmed or hinted
-        if not guild_id.isdigit() or len(guild_id) > 20:
-            raise OAuthError("no_guild", "Discord did not say which server the bot was added to")
-        return guild_id
+        return confirmed
 
     # --- the instance ---------------------------------------------------------------------------
 
