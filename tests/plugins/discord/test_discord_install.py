@@ -34,6 +34,7 @@ async def authorize(gw: TestGateway, kind: str = "app") -> dict[str, list[str]]:
     assert answer.status_code == 302, answer.text
     location = urlsplit(answer.headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == AUTHORIZE
+    assert "+" not in location.query  # spaces are %20, as in Discord's examples
     return parse_qs(location.query)
 
 

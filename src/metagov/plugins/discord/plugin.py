@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -192,7 +192,7 @@ class DiscordPlugin(Plugin[DiscordConfig]):
             query["integration_type"] = "0"  # installed to a server, not to a user
         else:
             query["scope"] = " ".join(LOGIN_SCOPES)
-        return f"{self.app.oauth_url}?{urlencode(query)}"
+        return f"{self.app.oauth_url}?{urlencode(query, quote_via=quote)}"
 
     async def oauth_exchange(
         self,
