@@ -168,11 +168,13 @@ async def test_commands_of_servers_without_an_instance_are_answered_and_dropped(
     assert not events.called
 
 
-async def test_autocomplete_gets_no_choices(gw: TestGateway) -> None:
+async def test_autocomplete_gets_no_choices_and_odd_shapes_no_error(gw: TestGateway) -> None:
     payload = slash_command("1200000000000000004")
     payload["type"] = 4
     answer = await interact(gw.client, payload)
     assert answer.json() == {"type": 8, "data": {"choices": []}}
+    odd = {**slash_command("1200000000000000006", guild=OTHER_GUILD), "data": [], "member": []}
+    assert (await interact(gw.client, odd)).status_code == 200
     assert await gw.drain() == 0
 
 

@@ -61,32 +61,38 @@ def parse(webhook: WebhookRequest) -> dict[str, Any] | None:
     return body if isinstance(body, dict) and isinstance(body.get("type"), int) else None
 
 
+def mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: a field of an unexpected shape is
+    treated as missing rather than failing the request."""
+    return value if isinstance(value, dict) else {}
+
+
 def invoker(interaction: Mapping[str, Any]) -> dict[str, Any]:
     """Who used the interaction: ``member.user`` in a server, ``user`` in a DM."""
-    user = (interaction.get("member") or {}).get("user") or interaction.get("user") or {}
-    return user if isinstance(user, dict) else {}
+    return mapping(mapping(interaction.get("member")).get("user") or interaction.get("user"))
 
 
 def component_message_id(interaction: Mapping[str, Any]) -> str | None:
     """The id of the message whose button was clicked."""
     if interaction.get("type") != MESSAGE_COMPONENT:
         return None
-    message = interaction.get("message") or {}
-    found = message.get("id") if isinstance(message, dict) else None
+    found = mapping(interaction.get("message")).get("id")
     return str(found) if found else None
 
 
 def command_and_options(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """A slash command's full name (``"config set"`` for a subcommand) and its options by name."""
     names = [str(data.get("name", ""))]
-    options = data.get("options") or []
+    options = data.get("options")
+    options = options if isinstance(options, list) else []
     while (
         len(options) == 1
         and isinstance(options[0], dict)
         and options[0].get("type") in (SUB_COMMAND, SUB_COMMAND_GROUP)
     ):
         names.append(str(options[0].get("name", "")))
-        options = options[0].get("options") or []
+        nested = options[0].get("options")
+        options = nested if isinstance(nested, list) else []
     values = {
         str(o.get("name")): o.get("value")
         for o in options

@@ -126,7 +126,7 @@ class DiscordPlugin(Plugin[DiscordConfig]):
         if kind == APPLICATION_COMMAND:
             if not guild:
                 return WebhookAccepted(store=False, reply=_ephemeral(GUILD_ONLY))
-            name, _ = interactions.command_and_options(body.get("data") or {})
+            name, _ = interactions.command_and_options(interactions.mapping(body.get("data")))
             text = self.app.command_reply.replace("{command}", name)[:2000]
             return WebhookAccepted(
                 delivery_id=interaction_id, community_platform_id=guild, reply=_ephemeral(text)
@@ -153,7 +153,7 @@ class DiscordPlugin(Plugin[DiscordConfig]):
         body = interactions.parse(webhook)
         if body is None or body.get("type") != APPLICATION_COMMAND:
             return  # clicks are the votes' business
-        data = body.get("data") or {}
+        data = interactions.mapping(body.get("data"))
         command, options = interactions.command_and_options(data)
         user = interactions.invoker(body)
         event = SlashCommandEvent(

@@ -20,7 +20,13 @@ from metagov.plugins.discord.client import (
     DiscordClient,
     client_for,
 )
-from metagov.plugins.discord.interactions import EPHEMERAL, component_message_id, invoker, parse
+from metagov.plugins.discord.interactions import (
+    EPHEMERAL,
+    component_message_id,
+    invoker,
+    mapping,
+    parse,
+)
 from metagov.plugins.discord.schemas import DiscordConfig, OptionVotes, VoteOutcome, VoteParams
 from metagov.plugins.sdk import GovernanceProcess, ProcessContext, WebhookRequest
 
@@ -95,7 +101,7 @@ def _button(params: VoteParams, index: int, option: str, count: int) -> dict[str
 
 def _clicked(params: VoteParams, interaction: dict[str, Any]) -> str | None:
     """The option whose button was clicked, if it is one of ours."""
-    custom_id = str((interaction.get("data") or {}).get("custom_id", ""))
+    custom_id = str(mapping(interaction.get("data")).get("custom_id", ""))
     prefix, _, index = custom_id.partition(":")
     choices = params.choices()
     if prefix != BUTTON_PREFIX or not index.isdigit() or int(index) >= len(choices):
