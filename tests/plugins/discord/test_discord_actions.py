@@ -88,7 +88,7 @@ async def test_channels_of_other_servers_are_refused(
     assert "give text or embeds" in empty.json()["detail"]
 
 
-async def test_get_guild_and_list_channels(
+async def test_server_actions_read_the_guild_and_manage_commands(
     gw: TestGateway, installed: DriverCredentials, api: respx.MockRouter
 ) -> None:
     guild = api.get(f"{API}/guilds/{GUILD}").respond(200, json=guild_object())
@@ -127,10 +127,6 @@ async def test_get_guild_and_list_channels(
         ]
     }
 
-
-async def test_register_and_delete_a_guild_command(
-    gw: TestGateway, installed: DriverCredentials, api: respx.MockRouter
-) -> None:
     commands = f"{API}/applications/{APPLICATION}/guilds/{GUILD}/commands"
     options = [{"type": 3, "name": "title", "description": "What to decide", "required": True}]
     created = api.post(commands).respond(
@@ -274,58 +270,13 @@ async def test_discord_errors_are_clear_and_never_show_the_token(
         assert BOT_TOKEN not in response.text
 
 
-async def test_a_route_limit_is_honoured_without_asking_discord_again(
+async def test_rate_limits_are_waited_out_or_honoured_without_asking_discord_again(
     gw: TestGateway, installed: DriverCredentials, api: respx.MockRouter
 ) -> None:
     api.get(f"{API}/channels/{CHANNEL}").respond(200, json=channel_object())
-    limited = api.post(f"{API}/channels/{CHANNEL}/messages").respond(
-        429,
-        headers={
-            "Retry-After": "65",
-            "X-RateLimit-Bucket": "abcd1234",
-            "X-RateLimit-Scope": "user",
-        },
-        json={"message": "You are being rate limited.", "retry_after": 64.57, "global": False},
-    )
-    guild = api.get(f"{API}/guilds/{GUILD}").respond(200, json=guild_object())
-    before = guild.call_count
-
-    first = await act(gw, installed, "post-message", {"channel": CHANNEL, "text": "x"})
-    again = await act(gw, installed, "post-message", {"channel": CHANNEL, "text": "x"})
-    other_route = await act(gw, installed, "get-guild")
-
-    assert first.status_code == again.status_code == 429
-    assert first.json()["code"] == "rate_limited"
-    assert first.headers["retry-after"] == "65"
-    assert int(again.headers["retry-after"]) in (64, 65)
-    assert limited.call_count == 1  # the second was refused here, not sent
-    assert other_route.status_code == 200
-    assert guild.call_count == before + 1
-
-
-async def test_a_global_limit_holds_every_route(
-    gw: TestGateway, installed: DriverCredentials, api: respx.MockRouter
-) -> None:
-    api.get(f"{API}/guilds/{GUILD}").respond(
-        429,
-        headers={"Retry-After": "65", "X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"},
-        json={"message": "You are being rate limited.", "retry_after": 64.57, "global": True},
-    )
-    channels = api.get(f"{API}/guilds/{GUILD}/channels").respond(200, json=[])
-
-    limited = await act(gw, installed, "get-guild")
-    held = await act(gw, installed, "list-channels")
-
-    assert limited.status_code == held.status_code == 429
-    assert "global" in held.json()["detail"]
-    assert not channels.called
-
-
-async def test_a_short_wait_is_waited_out(
-    gw: TestGateway, installed: DriverCredentials, api: respx.MockRouter
-) -> None:
     guild = api.get(f"{API}/guilds/{GUILD}")  # the route enabling the plugin used, once
     before = guild.call_count
+    # A short wait is waited out, and the request sent again.
     guild.side_effect = [
         httpx.Response(
             429,
@@ -335,4 +286,40 @@ async def test_a_short_wait_is_waited_out(
     ]
     found = await act(gw, installed, "get-guild")
     assert found.status_code == 200, found.text
-    assert guild.call_count - before == 2
+    assert guild.call_count == before + 2
+
+    # A route's limit holds that route only.
+    guild.side_effect = None
+    guild.respond(200, json=guild_object())
+    limited = api.post(f"{API}/channels/{CHANNEL}/messages").respond(
+        429,
+        headers={
+            "Retry-After": "65",
+            "X-RateLimit-Bucket": "abcd1234",
+            "X-RateLimit-Scope": "user",
+        },
+        json={"message": "You are being rate limited.", "retry_after": 64.57, "global": False},
+    )
+    first = await act(gw, installed, "post-message", {"channel": CHANNEL, "text": "x"})
+    again = await act(gw, installed, "post-message", {"channel": CHANNEL, "text": "x"})
+    other_route = await act(gw, installed, "get-guild")
+    assert first.status_code == again.status_code == 429
+    assert first.json()["code"] == "rate_limited"
+    assert first.headers["retry-after"] == "65"
+    assert int(again.headers["retry-after"]) in (64, 65)
+    assert limited.call_count == 1  # the second was refused here, not sent
+    assert other_route.status_code == 200
+    assert guild.call_count == before + 3
+
+    # The global limit holds every route.
+    api.get(f"{API}/guilds/{GUILD}/roles").respond(
+        429,
+        headers={"Retry-After": "65", "X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"},
+        json={"message": "You are being rate limited.", "retry_after": 64.57, "global": True},
+    )
+    channels = api.get(f"{API}/guilds/{GUILD}/channels").respond(200, json=[])
+    globally = await act(gw, installed, "method", {"route": f"/guilds/{GUILD}/roles"})
+    held = await act(gw, installed, "list-channels")
+    assert globally.status_code == held.status_code == 429
+    assert "global" in held.json()["detail"]
+    assert not channels.called

@@ -29,9 +29,13 @@ from tests.plugins.discord.support import (
 
 async def test_ping_is_answered_with_pong_and_nothing_is_stored(gw: TestGateway) -> None:
     answer = await interact(gw.client, ping())
+    body = json.dumps(ping()).encode()
+    nearly_stale = await gw.client.post(
+        "/api/hooks/discord", content=body, headers=signed(body, stamp=int(time.time()) - 290)
+    )
 
-    assert answer.status_code == 200
-    assert answer.json() == {"type": 1}
+    assert answer.status_code == nearly_stale.status_code == 200
+    assert answer.json() == nearly_stale.json() == {"type": 1}
     assert await gw.drain() == 0
 
 
@@ -76,17 +80,6 @@ async def test_forged_or_stale_interactions_get_401_and_are_not_stored(
     assert genuine.status_code == 200
     await gw.drain()
     assert [e["event_type"] for e in driver_events(events)] == ["slash_command"]
-
-
-async def test_a_just_fresh_timestamp_is_accepted(
-    gw: TestGateway, installed: DriverCredentials
-) -> None:
-    body = json.dumps(ping()).encode()
-    answer = await gw.client.post(
-        "/api/hooks/discord", content=body, headers=signed(body, stamp=int(time.time()) - 290)
-    )
-    assert answer.status_code == 200
-    assert answer.json() == {"type": 1}
 
 
 async def test_slash_command_is_acknowledged_at_once_and_reaches_the_driver_once(
