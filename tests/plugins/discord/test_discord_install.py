@@ -66,7 +66,7 @@ async def discord_instances(gw: TestGateway, driver: DriverCredentials) -> list[
     return [p for p in community.json()["plugins"] if p["name"] == "discord"]
 
 
-async def test_install_adds_the_server_named_by_discord(
+async def test_install_adds_the_server_the_callback_names(
     gw: TestGateway, driver: DriverCredentials, api: respx.MockRouter
 ) -> None:
     query = await authorize(gw)
@@ -103,6 +103,16 @@ async def test_install_adds_the_server_named_by_discord(
     assert instance["config"] == {"guild_id": GUILD, "guild_name": "SomeTest"}
     assert instance["secrets_set"] == ["install_proof"]
 
+    # Installed again, with a token response that does not name the server (the bot does not
+    # require the code grant): the callback's guild_id names it; the same instance is updated.
+    exchanged.respond(200, json=token_response(None))
+    guild.respond(200, json=guild_object(name="Renamed"))
+    query = await authorize(gw)
+    back = await callback(gw, query["state"][0], code="second-code", guild_id=GUILD)
+    assert back == {"community": ["commons"], "state": ["driver-state-1"]}
+    [again] = await discord_instances(gw, driver)
+    assert (again["id"], again["config"]["guild_name"]) == (instance["id"], "Renamed")
+
 
 async def test_install_errors_go_back_to_the_driver(
     gw: TestGateway, driver: DriverCredentials, api: respx.MockRouter
@@ -126,15 +136,11 @@ async def test_install_errors_go_back_to_the_driver(
             {"code": "c", "guild_id": OTHER_GUILD},
             httpx.Response(200, json=token_response(guild_object())),
         ),
-        (
-            "no_guild",  # Discord did not confirm the server: the URL's guild_id is not enough
-            {"code": "c", "guild_id": GUILD},
-            httpx.Response(200, json=token_response(None)),
-        ),
+        ("no_guild", {"code": "c"}, httpx.Response(200, json=token_response(None))),
         (
             "bot_not_in_guild",
             {"code": "c", "guild_id": OTHER_GUILD},
-            httpx.Response(200, json=token_response(guild_object(OTHER_GUILD))),
+            httpx.Response(200, json=token_response(None)),
         ),
         ("upstream_error", {"code": "c", "guild_id": GUILD}, httpx.Response(503)),
     ]

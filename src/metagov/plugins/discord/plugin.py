@@ -238,21 +238,18 @@ class DiscordPlugin(Plugin[DiscordConfig]):
         return OAuthInstall(guild_id, config)
 
     async def _installed_guild(self, params: Mapping[str, str], granted: Mapping[str, Any]) -> str:
-        """The server the bot was added to, as the token response names it. The callback's
-        ``guild_id`` is only a hint (anyone can edit a URL): trusting it would let someone who
-        added the bot to their own server claim another server the bot is in."""
+        """The server the bot was added to: the callback's ``guild_id``. Anyone can edit a URL,
+        so when the token response names the server too (it does when the bot requires the OAuth2
+        code grant), the two must agree; the bot must then be able to read it."""
+        hinted = params.get("guild_id") or ""
         granted_guild = granted.get("guild")
         confirmed = str(granted_guild.get("id") or "") if isinstance(granted_guild, dict) else ""
-        if not confirmed.isdigit() or len(confirmed) > 20:
-            raise OAuthError(
-                "no_guild",
-                "Discord did not say which server the bot was added to "
-                "(turn on Requires OAuth2 Code Grant for the bot)",
-            )
-        hinted = params.get("guild_id")
-        if hinted and hinted != confirmed:
+        if hinted and confirmed and hinted != confirmed:
             raise OAuthError("guild_mismatch", "The callback names another server than Discord")
-        return confirmed
+        guild_id = hinted or confirmed
+        if not guild_id.isdigit() or len(guild_id) > 20:
+            raise OAuthError("no_guild", "Discord did not say which server the bot was added to")
+        return guild_id
 
     # --- the instance ---------------------------------------------------------------------------
 
