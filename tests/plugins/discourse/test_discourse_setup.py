@@ -29,6 +29,11 @@ async def test_enable_checks_the_key_and_caches_the_users(
     assert body["config"] == {"server_url": FORUM, "api_username": "system"}
     assert sorted(body["secrets_set"]) == ["api_key", "webhook_secret"]
     assert API_KEY not in response.text and SECRET not in response.text
+    # Where to point the forum's webhook, shown once.
+    assert body["notices"] == {
+        "hook_url": "https://metagov.test/api/hooks/commons/discourse"
+        "?community_platform_id=https%3A%2F%2Fforum.test"
+    }
     sent = forum.about.calls.last.request
     assert sent.headers["api-key"] == API_KEY
     assert sent.headers["api-username"] == "system"
@@ -39,10 +44,9 @@ async def test_enable_checks_the_key_and_caches_the_users(
     assert read == ["/admin/users/1.json", "/admin/users/7.json"]
 
 
-async def test_a_rejected_key_refuses_the_config_with_discourses_message(
-    setup: Setup, respx_mock: respx.MockRouter
-) -> None:
-    respx_mock.get(f"{FORUM}/about.json").respond(
+async def test_refused_configs_store_nothing(setup: Setup, respx_mock: respx.MockRouter) -> None:
+    # A key Discourse rejects: its own message comes back.
+    about = respx_mock.get(f"{FORUM}/about.json").respond(
         403,
         json={
             "errors": [
@@ -53,21 +57,13 @@ async def test_a_rejected_key_refuses_the_config_with_discourses_message(
         },
     )
     response = await setup.enable()
-
     assert response.status_code == 400
     assert response.json()["code"] == "discourse_auth_failed"
     assert "The API username or key is invalid." in response.json()["detail"]
     assert API_KEY not in response.text
-    community = await setup.gw.client.get(
-        "/api/internal/community/commons", headers=setup.driver.headers
-    )
-    assert community.json()["plugins"] == []
 
-
-async def test_a_key_that_is_not_an_admins_is_refused(
-    setup: Setup, respx_mock: respx.MockRouter
-) -> None:
-    respx_mock.get(f"{FORUM}/about.json").respond(json={"about": {"title": "Commons Forum"}})
+    # A key whose user is no admin: the admin user list is not found for it.
+    about.respond(json={"about": {"title": "Commons Forum"}})
     respx_mock.get(f"{FORUM}/admin/users/list/active.json").respond(
         404,
         json={
@@ -76,30 +72,33 @@ async def test_a_key_that_is_not_an_admins_is_refused(
         },
     )
     response = await setup.enable({**CONFIG, "api_username": "bob"})
-
     assert response.status_code == 400
     assert "api_username 'bob' an admin" in response.json()["detail"]
 
-
-async def test_an_unreachable_forum_is_a_502(setup: Setup, respx_mock: respx.MockRouter) -> None:
-    respx_mock.get(f"{FORUM}/about.json").mock(side_effect=httpx.ConnectError("refused"))
+    # A forum that cannot be reached.
+    about.mock(side_effect=httpx.ConnectError("refused"))
     response = await setup.enable()
     assert response.status_code == 502
     assert response.json()["code"] == "upstream_error"
 
-
-async def test_unsafe_or_malformed_addresses_are_refused(setup: Setup) -> None:
-    for url, status, words in [
-        ("http://forum.test", 400, "must use https"),
-        ("https://127.0.0.1", 400, "private or reserved"),
-        ("https://localhost:8443", 400, "this machine"),
-        ("ftp://forum.test", 422, "https://"),
-        ("https://forum.test/?x=1", 422, "query"),
-        ("https://user:pw@forum.test", 422, "credentials"),
+    # Addresses that are unsafe or not a forum's base URL, and a secret Discourse would refuse.
+    for config, status, words in [
+        ({"server_url": "http://forum.test"}, 400, "must use https"),
+        ({"server_url": "https://127.0.0.1"}, 400, "private or reserved"),
+        ({"server_url": "https://localhost:8443"}, 400, "this machine"),
+        ({"server_url": "ftp://forum.test"}, 422, "https://"),
+        ({"server_url": "https://forum.test/?x=1"}, 422, "query"),
+        ({"server_url": "https://user:pw@forum.test"}, 422, "credentials"),
+        ({"webhook_secret": "short"}, 422, "at least 12 characters"),
     ]:
-        response = await setup.enable({**CONFIG, "server_url": url})
-        assert response.status_code == status, (url, response.text)
-        assert words in response.json()["detail"], (url, response.text)
+        response = await setup.enable({**CONFIG, **config})
+        assert response.status_code == status, (config, response.text)
+        assert words in response.json()["detail"], (config, response.text)
+
+    community = await setup.gw.client.get(
+        "/api/internal/community/commons", headers=setup.driver.headers
+    )
+    assert community.json()["plugins"] == []
 
 
 async def test_a_community_connects_two_forums(

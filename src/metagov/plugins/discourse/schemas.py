@@ -67,11 +67,18 @@ class DiscourseConfig(BaseModel):
     def _normalize(cls, value: str) -> str:
         return normalize_server_url(value)
 
-    @field_validator("api_key", "webhook_secret")
+    @field_validator("api_key")
     @classmethod
     def _not_blank(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().strip()) < 12:
+            raise ValueError("must be at least 12 characters (Discourse refuses shorter ones)")
         return value
 
 
