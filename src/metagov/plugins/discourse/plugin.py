@@ -56,6 +56,10 @@ from metagov.plugins.sdk import (
 
 Ctx = PluginContext[DiscourseConfig]
 PAGE_SIZE = 100  # rows per page of Discourse's admin user list
+FORWARDED = (
+    "Forwarded under its X-Discourse-Event name, with the delivery's body as data; so is any "
+    "other Discourse event"
+)
 
 
 class DiscoursePlugin(Plugin[DiscourseConfig]):
@@ -76,10 +80,18 @@ class DiscoursePlugin(Plugin[DiscourseConfig]):
             "A user's custom user fields changed (compared with the cached user list)",
             UserFieldsChangedData,
         ),
-        EventType(
-            "post_edited",
-            "Any other Discourse webhook event is forwarded under its X-Discourse-Event name "
-            "(post_edited, topic_closed, user_updated…), with the delivery's body as data",
+        *(
+            EventType(name, FORWARDED)
+            for name in (
+                "post_edited",
+                "post_destroyed",
+                "post_recovered",
+                "topic_edited",
+                "topic_closed",
+                "topic_destroyed",
+                "user_created",
+                "user_updated",
+            )
         ),
     )
 
@@ -219,16 +231,17 @@ class DiscoursePlugin(Plugin[DiscourseConfig]):
 
     def _diff_user_fields(self, ctx: Ctx, user: dict[str, Any], initiator: Initiator) -> None:
         """Keep the cached user list current, and tell the Driver when custom fields changed."""
-        if not isinstance(user.get("id"), int):
-            return
-        key = str(user["id"])
         fields = user.get("user_fields")
-        new_fields: dict[str, Any] = fields if isinstance(fields, dict) else {}
+        if not isinstance(user.get("id"), int) or not isinstance(fields, dict):
+            return  # a payload without the fields says nothing about them
+        key = str(user["id"])
+        new_fields: dict[str, Any] = fields
         users = dict(ctx.state.get("users") or {})
         known = users.get(key)
         old_fields = known.get("user_fields") if isinstance(known, dict) else None
-        users[key] = {"username": user.get("username"), "user_fields": new_fields}
-        ctx.state.set("users", users)
+        if known is not None or len(users) < self.rules.max_cached_users:
+            users[key] = {"username": user.get("username"), "user_fields": new_fields}
+            ctx.state.set("users", users)
         before = old_fields or {}
         changed = {
             name: {"old": before.get(name), "new": new_fields.get(name)}
