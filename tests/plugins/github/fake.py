@@ -242,6 +242,7 @@ async def post_webhook(
     delivery: str,
     *,
     signature: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> httpx.Response:
     body = json.dumps(payload).encode()
     headers = {
@@ -256,6 +257,7 @@ async def post_webhook(
     }
     if signature == "":
         del headers["X-Hub-Signature-256"]
+    headers.update(extra or {})
     return await gateway.client.post("/api/hooks/github", content=body, headers=headers)
 
 

@@ -155,31 +155,26 @@ async def test_a_spoofed_installation_id_is_refused(
     assert await plugins_of(gateway, driver) == []
 
 
-@pytest.mark.parametrize(
-    ("params", "error"),
-    [
+async def test_installs_that_cannot_finish_go_back_to_the_driver(
+    gateway: TestGateway, driver: DriverCredentials, github: FakeGitHub
+) -> None:
+    await gateway.create_community(driver, "commons")
+    mock_user_authorization(github, installation_json())
+    cases = [
         ({"setup_action": "request", "code": "c0de"}, "install_requested"),
         ({"setup_action": "install", "code": "c0de"}, "missing_installation"),
         ({"setup_action": "install", "installation_id": str(INSTALLATION)}, "missing_code"),
         ({"error": "access_denied"}, "access_denied"),
-    ],
-)
-async def test_installs_that_cannot_finish_go_back_to_the_driver(
-    gateway: TestGateway,
-    driver: DriverCredentials,
-    github: FakeGitHub,
-    params: dict[str, str],
-    error: str,
-) -> None:
-    await gateway.create_community(driver, "commons")
-    state = await start_install(gateway)
-    mock_user_authorization(github, installation_json())
+    ]
+    for params, error in cases:
+        state = await start_install(gateway)
 
-    back = await come_back(gateway, **params, state=state)
+        back = await come_back(gateway, **params, state=state)
 
-    assert back["error"] == [error]
-    assert back["error_description"][0]
+        assert back["error"] == [error], params
+        assert back["error_description"][0]
     assert await plugins_of(gateway, driver) == []
+    assert github.tokens == []
 
 
 @pytest.mark.parametrize("github_overrides", [{"client_id": None, "client_secret": None}])
@@ -235,56 +230,40 @@ async def test_enabling_by_hand_mints_a_token(
     assert github.claims(github.installation.calls.last.request)["iss"] == APP_ID
 
 
-@pytest.mark.parametrize(
-    ("config", "answer", "status", "code", "words"),
-    [
-        ({"owner": "someone-else"}, None, 400, "github_owner_mismatch", "'octo-org'"),
-        ({"owner_type": "User"}, None, 400, "github_owner_mismatch", "Organization"),
+async def test_enabling_by_hand_is_checked_against_github(
+    gateway: TestGateway, driver: DriverCredentials, github: FakeGitHub
+) -> None:
+    await gateway.create_community(driver, "commons")
+    not_found = {
+        "message": "Not Found",
+        "documentation_url": "https://docs.github.com/rest/apps/apps#get-an-installation-for-the-authenticated-app",
+        "status": "404",
+    }
+    found = httpx.Response(200, json=installation_json())
+    suspended = httpx.Response(200, json=installation_json(suspended_at="2024-03-02T10:00:00Z"))
+    cases: list[tuple[dict[str, str], httpx.Response, int, str, str]] = [
+        ({"owner": "someone-else"}, found, 400, "github_owner_mismatch", "'octo-org'"),
+        ({"owner_type": "User"}, found, 400, "github_owner_mismatch", "Organization"),
+        ({}, suspended, 400, "github_installation_suspended", "suspended"),
         (
             {},
-            httpx.Response(200, json=installation_json(suspended_at="2024-03-02T10:00:00Z")),
-            400,
-            "github_installation_suspended",
-            "suspended",
-        ),
-        (
-            {},
-            httpx.Response(
-                404,
-                json={
-                    "message": "Not Found",
-                    "documentation_url": "https://docs.github.com/rest/apps/apps#get-an-installation-for-the-authenticated-app",
-                    "status": "404",
-                },
-            ),
+            httpx.Response(404, json=not_found),
             404,
             "github_error",
             f"no installation {INSTALLATION}",
         ),
-    ],
-)
-async def test_enabling_by_hand_is_checked_against_github(
-    gateway: TestGateway,
-    driver: DriverCredentials,
-    github: FakeGitHub,
-    config: dict[str, str],
-    answer: httpx.Response | None,
-    status: int,
-    code: str,
-    words: str,
-) -> None:
-    if answer is not None:
+    ]
+    for config, answer, status, code, words in cases:
         github.installation.mock(return_value=answer)
-    await gateway.create_community(driver, "commons")
 
-    response = await gateway.client.post(
-        "/api/internal/plugin/github",
-        json={**GITHUB_CONFIG, **config},
-        headers=driver.to("commons"),
-    )
+        response = await gateway.client.post(
+            "/api/internal/plugin/github",
+            json={**GITHUB_CONFIG, **config},
+            headers=driver.to("commons"),
+        )
 
-    assert response.status_code == status, response.text
-    assert response.json()["code"] == code
-    assert words in response.json()["detail"]
+        assert response.status_code == status, response.text
+        assert response.json()["code"] == code
+        assert words in response.json()["detail"]
     assert github.tokens == []
     assert await plugins_of(gateway, driver) == []

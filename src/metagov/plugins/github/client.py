@@ -249,9 +249,24 @@ async def mint_token(ctx: PluginContext[GitHubConfig]) -> str:
     expires."""
     settings: GitHubSettings = ctx.settings
     installation_id = ctx.config.installation_id
-    granted = await app_client(ctx.http, settings).call(
-        "POST", f"/app/installations/{installation_id}/access_tokens"
-    )
+    try:
+        granted = await app_client(ctx.http, settings).call(
+            "POST", f"/app/installations/{installation_id}/access_tokens"
+        )
+    except GitHubError as exc:
+        if exc.status == 404:
+            raise GitHubError(
+                f"GitHub has no installation {installation_id} of this App any more "
+                "(was the App uninstalled?)",
+                404,
+            ) from None
+        if exc.status == 403:
+            raise GitHubError(
+                f"GitHub refused a token for installation {installation_id} "
+                f"(is it suspended?): {exc.detail}",
+                403,
+            ) from None
+        raise
     try:
         token = str(granted["token"])
         expires_at = datetime.fromisoformat(str(granted["expires_at"]))

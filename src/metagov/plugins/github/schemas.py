@@ -226,6 +226,8 @@ class Installation(BaseModel):
     suspended_at: str | None = None
 
 
+# An encoded separator could smuggle another route past the allow-list.
+_SNEAKY = re.compile(r"%(2f|2e|25|5c)", re.IGNORECASE)
 _ROUTE = re.compile(r"^/[A-Za-z0-9._~{}%@+,:=-]+(/[A-Za-z0-9._~{}%@+,:=-]+)*$")
 
 
@@ -247,6 +249,8 @@ class MethodCall(BaseModel):
     def _plain_path(cls, value: str) -> str:
         if not _ROUTE.match(value) or any(p in (".", "..") for p in value.split("/")):
             raise ValueError("give a path such as /repos/{owner}/hello-world/issues")
+        if _SNEAKY.search(value):
+            raise ValueError("the route cannot encode '/', '.', '%' or '\\'")
         return value
 
     @model_validator(mode="after")
