@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import respx
 
 from metagov.testing import DriverCredentials, TestGateway
@@ -174,15 +175,31 @@ async def test_reaction_vote_closed_by_the_driver(
     gateway: TestGateway, driver: DriverCredentials, github: FakeGitHub, installed: dict[str, Any]
 ) -> None:
     github.router.post(github.repo("/issues")).respond(201, json=issue_json(6))
-    github.router.get(github.repo("/issues/6/reactions")).respond(
-        json=[
-            reaction_json(1, ALICE, "-1", "2024-03-01T10:01:00Z"),
-            reaction_json(2, BOB, "-1", "2024-03-01T10:02:00Z"),
-            reaction_json(3, CAROL, "+1", "2024-03-01T10:02:30Z"),
-        ]
-    )
+    reactions = github.router.get(github.repo("/issues/6/reactions"))
     tallied, closed = mock_closing(github, 6)
     vote = await start(gateway, driver, "issue-react-vote", question="Rename the project?")
+
+    # A poll GitHub fails is tried again at the next one, without an error on the process.
+    reactions.respond(503)
+    await gateway.drain(now=later(minutes=2))
+    unchanged = await record(gateway, driver, vote)
+    assert (unchanged["status"], unchanged["errors"]) == ("pending", [])
+    # A poll whose token GitHub rejects gets a new token and polls again at once.
+    ballots = [
+        reaction_json(1, ALICE, "-1", "2024-03-01T10:01:00Z"),
+        reaction_json(2, BOB, "-1", "2024-03-01T10:02:00Z"),
+        reaction_json(3, CAROL, "+1", "2024-03-01T10:02:30Z"),
+    ]
+    reactions.mock(
+        side_effect=lambda request: (
+            httpx.Response(401, json={"message": "Bad credentials"})
+            if request.headers["authorization"] == "Bearer ghs_token001"
+            else httpx.Response(200, json=ballots)
+        )
+    )
+    await gateway.drain(now=later(minutes=4))
+    assert (await record(gateway, driver, vote))["outcome"]["votes"]["no"]["count"] == 2
+    assert github.tokens == ["ghs_token001", "ghs_token002"]
 
     response = await gateway.client.delete(vote["location"], headers=driver.to("commons"))
 

@@ -27,7 +27,13 @@ from metagov.plugins.github.schemas import (
     ReactVoteParams,
     VoteParams,
 )
-from metagov.plugins.sdk import GovernanceProcess, ProcessContext, WebhookRequest
+from metagov.plugins.sdk import (
+    CredentialsRejected,
+    GovernanceProcess,
+    PluginError,
+    ProcessContext,
+    WebhookRequest,
+)
 
 ReactCtx = ProcessContext[GitHubConfig, ReactVoteOutcome]
 CommentCtx = ProcessContext[GitHubConfig, CommentVoteOutcome]
@@ -241,8 +247,18 @@ class IssueReactVote(GovernanceProcess[GitHubConfig, ReactVoteParams, ReactVoteO
         ctx.complete()
 
     async def update(self, ctx: ReactCtx, params: ReactVoteParams) -> None:
-        github = await installation_client(ctx)
-        if not await self._count(ctx, github, params):
+        try:
+            github = await installation_client(ctx)
+            counted = await self._count(ctx, github, params)
+        except CredentialsRejected:
+            raise  # the core renews the token and polls again at once
+        except PluginError as exc:
+            # A poll that fails (GitHub down, rate limited, the installation suspended) is
+            # simply tried again at the next one; failing the hook would add an error to the
+            # process at every interval.
+            ctx.log.warning("polling the vote's reactions failed (%s); next poll soon", exc.code)
+            return
+        if not counted:
             return
         assert ctx.outcome is not None
         voters = sum(option.count for option in ctx.outcome.votes.values())
