@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -14,7 +14,6 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -253,11 +252,12 @@ class MethodCall(BaseModel):
             raise ValueError("the route cannot encode '/', '.', '%' or '\\'")
         return value
 
-    @model_validator(mode="after")
-    def _no_token(self) -> Self:
-        if "access_token" in self.params:
+    @field_validator("params")
+    @classmethod
+    def _no_token(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "access_token" in value:
             raise ValueError("params cannot set a token; the installation's token is used")
-        return self
+        return value
 
 
 class MethodResult(BaseModel):

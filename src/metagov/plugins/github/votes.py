@@ -100,6 +100,11 @@ def _issue_body(params: VoteParams, how: str) -> str:
     return "\n\n".join(parts)
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell (a ``|`` would end the cell)."""
+    return text.replace("|", "\\|")
+
+
 def _voters(users: list[str]) -> str:
     return ", ".join(users) if users else "—"
 
@@ -344,7 +349,7 @@ def tally_comments(
 
 def _comment_tally(outcome: CommentVoteOutcome) -> str:
     rows = [f"| {option} | {v.count} | {_voters(v.users)} |" for option, v in outcome.votes.items()]
-    result = outcome.result if outcome.result is not None else "no option leads"
+    result = _cell(outcome.result) if outcome.result is not None else "no option leads"
     return "\n".join(
         [
             "**Voting is closed.**",
