@@ -348,7 +348,10 @@ def tally_comments(
 
 
 def _comment_tally(outcome: CommentVoteOutcome) -> str:
-    rows = [f"| {option} | {v.count} | {_voters(v.users)} |" for option, v in outcome.votes.items()]
+    rows = [
+        f"| {_cell(option)} | {v.count} | {_voters(v.users)} |"
+        for option, v in outcome.votes.items()
+    ]
     result = _cell(outcome.result) if outcome.result is not None else "no option leads"
     return "\n".join(
         [
