@@ -251,7 +251,8 @@ class GitHubPlugin(Plugin[GitHubConfig]):
             me = await GitHubClient(http, self.app.api_url, token, identity="user").call(
                 "GET", "/user"
             )
-            return OAuthInstall(None, {}, installer_user_id=str(me.get("login") or "") or None)
+            login = me.get("login") if isinstance(me, dict) else None
+            return OAuthInstall(None, {}, installer_user_id=str(login) if login else None)
         if params.get("setup_action") == "request":
             raise OAuthError(
                 "install_requested",
@@ -341,7 +342,10 @@ class GitHubPlugin(Plugin[GitHubConfig]):
             )
             found = listed.get("installations") or [] if isinstance(listed, dict) else []
             for installation in found:
-                if str(installation.get("id")) == installation_id:
+                if (
+                    isinstance(installation, dict)
+                    and str(installation.get("id")) == installation_id
+                ):
                     return dict(installation)
             if len(found) < 100:
                 break

@@ -235,10 +235,21 @@ class IssueReactVote(GovernanceProcess[GitHubConfig, ReactVoteParams, ReactVoteO
         ctx.set_outcome(ctx.outcome.model_copy(update={"votes": votes, "result": result}))
         return True
 
-    async def _finish(self, ctx: ReactCtx, params: ReactVoteParams, *, close_issue: bool) -> None:
-        github = await installation_client(ctx)
-        if not await self._count(ctx, github, params):
-            return
+    async def _finish(
+        self,
+        ctx: ReactCtx,
+        params: ReactVoteParams,
+        *,
+        close_issue: bool,
+        counted_with: GitHubClient | None = None,
+    ) -> None:
+        """Count the votes (unless ``counted_with`` just did), announce them, close the issue
+        and complete."""
+        github = counted_with
+        if github is None:
+            github = await installation_client(ctx)
+            if not await self._count(ctx, github, params):
+                return
         assert ctx.outcome is not None
         try:
             await _announce_and_close(
@@ -268,7 +279,7 @@ class IssueReactVote(GovernanceProcess[GitHubConfig, ReactVoteParams, ReactVoteO
         assert ctx.outcome is not None
         voters = sum(option.count for option in ctx.outcome.votes.values())
         if params.max_votes is not None and voters >= params.max_votes:
-            await self._finish(ctx, params, close_issue=True)
+            await self._finish(ctx, params, close_issue=True, counted_with=github)
 
     async def close(self, ctx: ReactCtx, params: ReactVoteParams) -> None:
         await self._finish(ctx, params, close_issue=True)
