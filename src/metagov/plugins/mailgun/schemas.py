@@ -85,9 +85,9 @@ class SendMail(BaseModel):
     from_: EmailAddress | None = Field(
         None, alias="from", description="The sender; the config's default_from if left out"
     )
-    to: EmailAddress | Annotated[
-        list[EmailAddress], Field(min_length=1, max_length=MAX_RECIPIENTS)
-    ] = Field(description="One address, or a list of 1 to 1000")
+    to: (
+        EmailAddress | Annotated[list[EmailAddress], Field(min_length=1, max_length=MAX_RECIPIENTS)]
+    ) = Field(description="One address, or a list of 1 to 1000")
     subject: Annotated[str, AfterValidator(_one_line)] = Field(min_length=1, max_length=998)
     text: str | None = Field(None, max_length=1_000_000, description="The plain-text body")
     html: str | None = Field(None, max_length=1_000_000, description="The HTML body")
