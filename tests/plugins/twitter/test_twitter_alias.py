@@ -40,7 +40,7 @@ async def test_the_original_actions_call_x(
     respx_mock.get(f"{API}/2/users/by/username/XDevelopers").respond(200, json={"data": DEVS})
 
     gated = await act(gw, driver, "twitter.send-tweet", text="Passed.")
-    assert gated.status_code == 403
+    assert gated.status_code == 400
     assert gated.json()["code"] == "posting_disabled"
     await gw.client.put(
         f"/api/internal/plugin/twitter/{instance['id']}",

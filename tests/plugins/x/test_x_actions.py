@@ -41,7 +41,7 @@ async def test_posting_is_refused_until_the_community_allows_it(
         },
     )
     refused = await act(gw, driver, "x.post", text="The proposal passed.")
-    assert refused.status_code == 403
+    assert refused.status_code == 400
     assert refused.json()["code"] == "posting_disabled"
     assert not tweets.called
 

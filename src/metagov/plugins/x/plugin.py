@@ -76,7 +76,9 @@ FORBIDDEN_PAUSE = timedelta(hours=24)
 
 
 class PostingDisabled(PluginError):
-    status_code = 403
+    """400 rather than 403: a gateway answer's statuses are the ones its OpenAPI document
+    lists for every route."""
+
     code = "posting_disabled"
 
 
