@@ -441,6 +441,18 @@ async def test_call_errors_name_nears_cause_and_keep_the_key_secret(
     [*_, last] = node.sent_transactions()
     assert b58encode(hashlib.sha256(last[:-65]).digest()) in slow.json()["detail"]
 
+    node.handlers["query:view_access_key"] = lambda body: httpx.Response(
+        429, headers={"Retry-After": "3"}, text="Too Many Requests"
+    )
+    limited = await act(gw, driver, "call", method="vote")
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "3"
+
+    node.route.mock(side_effect=httpx.ConnectError("unreachable"))
+    down = await act(gw, driver, "call", method="vote")
+    assert down.status_code == 502
+    assert down.json()["detail"] == "the NEAR node could not be reached: ConnectError"
+
 
 async def test_configs_and_parameters_are_checked(
     gw: TestGateway, driver: DriverCredentials, node: FakeNode

@@ -79,31 +79,32 @@ async def test_missing_records_are_404s_naming_what_was_asked(
 async def test_refusals_rate_limits_and_outages(
     gw: TestGateway, driver: DriverCredentials, respx_mock: respx.MockRouter
 ) -> None:
-    route = respx_mock.get(f"{SERVER}/api/contract/c7")
-    route.respond(403, json={"message": "This contract is private"})
-    refused = await read(gw, driver, "get-contract", contract_id="c7")
-    assert refused.status_code == 400
-    assert refused.json()["code"] == "tsc_error"
-    assert "This contract is private" in refused.json()["detail"]
+    for slug, field, kind, record in READS:
+        route = respx_mock.get(f"{SERVER}/api/{kind}/{record['id']}")
+        route.respond(403, json={"message": f"This {kind} is private"})
+        refused = await read(gw, driver, slug, **{field: record["id"]})
+        assert refused.status_code == 400, (slug, refused.text)
+        assert refused.json()["code"] == "tsc_error"
+        assert f"This {kind} is private" in refused.json()["detail"]
 
-    route.respond(429, headers={"Retry-After": "12"}, text="slow down")
-    limited = await read(gw, driver, "get-contract", contract_id="c7")
-    assert limited.status_code == 429
-    assert limited.headers["retry-after"] == "12"
+        route.respond(429, headers={"Retry-After": "12"}, text="slow down")
+        limited = await read(gw, driver, slug, **{field: record["id"]})
+        assert limited.status_code == 429, slug
+        assert limited.headers["retry-after"] == "12"
 
-    route.respond(502, text="Bad Gateway")
-    failing = await read(gw, driver, "get-contract", contract_id="c7")
-    assert failing.status_code == 502
-    assert failing.json()["code"] == "upstream_error"
+        route.respond(502, text="Bad Gateway")
+        failing = await read(gw, driver, slug, **{field: record["id"]})
+        assert failing.status_code == 502, slug
+        assert failing.json()["code"] == "upstream_error"
 
-    route.respond(200, json=["not", "an", "object"])
-    odd = await read(gw, driver, "get-contract", contract_id="c7")
-    assert odd.status_code == 502
+        route.respond(200, json=["not", "an", "object"])
+        odd = await read(gw, driver, slug, **{field: record["id"]})
+        assert odd.status_code == 502, slug
 
-    route.mock(side_effect=httpx.ConnectError("refused"))
-    down = await read(gw, driver, "get-contract", contract_id="c7")
-    assert down.status_code == 502
-    assert down.json()["detail"] == "the TSC server could not be reached: ConnectError"
+        route.mock(side_effect=httpx.ConnectError("refused"))
+        down = await read(gw, driver, slug, **{field: record["id"]})
+        assert down.status_code == 502, slug
+        assert down.json()["detail"] == "the TSC server could not be reached: ConnectError"
 
 
 async def test_ids_cannot_leave_their_path_segment(

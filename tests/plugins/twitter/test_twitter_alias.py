@@ -130,3 +130,25 @@ async def test_it_installs_through_its_own_oauth_routes(
     assert [(p["name"], p["community_platform_id"]) for p in community.json()["plugins"]] == [
         ("twitter", ACCOUNT["id"])
     ]
+
+
+async def test_its_mentions_are_events_of_the_twitter_source(
+    gw: TestGateway,
+    driver: DriverCredentials,
+    events: respx.Route,
+    respx_mock: respx.MockRouter,
+) -> None:
+    await enable(gw, driver, "twitter")
+    respx_mock.get(f"{API}/2/users/{ACCOUNT['id']}/mentions").respond(
+        200,
+        json={
+            "data": [{"id": "77", "text": "@TwitterDev hi", "author_id": "5"}],
+            "includes": {"users": [{"id": "5", "name": "Cy", "username": "cy"}]},
+            "meta": {"newest_id": "77", "oldest_id": "77", "result_count": 1},
+        },
+    )
+    await gw.drain()
+    [event] = [json.loads(call.request.content) for call in events.calls]
+    assert (event["source"], event["event_type"]) == ("twitter", "mention")
+    assert event["initiator"]["provider"] == "twitter"
+    assert event["data"]["url"] == "https://x.com/cy/status/77"

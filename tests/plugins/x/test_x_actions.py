@@ -212,8 +212,14 @@ async def test_x_refusals_rate_limits_and_outages(
         (dm, "x.send-dm", {"user_id": "42", "text": "hello"}),
         (lookup, "x.get-user", {"username": "XDevelopers"}),
     ]
+    token = respx_mock.post(f"{API}/2/oauth2/token").mock(return_value=granted("AT2", "RT2"))
     reset = int(time.time()) + 300
     for route, name, parameters in calls:
+        route.mock(return_value=problem(401, "Unauthorized", "Unauthorized"))
+        rejected = await act(gw, driver, name, **parameters)
+        assert rejected.status_code == 400, (name, rejected.text)
+        assert rejected.json()["detail"] == "X refused the access token: Unauthorized"
+
         route.mock(
             return_value=problem(
                 403, "Forbidden", "You are not allowed to create a Tweet with duplicate content."
@@ -252,3 +258,4 @@ async def test_x_refusals_rate_limits_and_outages(
         route.mock(return_value=httpx.Response(503, text="Service Unavailable"))
         failing = await act(gw, driver, name, **parameters)
         assert failing.status_code == 502, (name, failing.text)
+    assert token.call_count == len(calls)  # one renewal per rejected call

@@ -318,7 +318,7 @@ class XBase(Plugin[XConfig]):
                 self._emit(ctx, event, post, users)
             if newest is not None:
                 ctx.state.set(cursor, newest)
-        if ctx.state.get("mentions_since_id") is not None:
+        if ctx.state.get("mentions_since_id") is not None and "watch_since" in ctx.state:
             ctx.state.delete("watch_since")
 
     async def _read(
