@@ -9,6 +9,7 @@ expected at ``METAGOV_TEST_PG_URL`` and its absence is an error, never a silent 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -125,11 +126,20 @@ def settings(database_url: str) -> Settings:
     return make_settings(database_url)
 
 
-def make_registry() -> PluginRegistry:
+@functools.cache
+def _discovered() -> PluginRegistry:
     registry = PluginRegistry.discover()
     for plugin_cls in FAKE_PLUGINS:
         registry.add(plugin_cls, source="tests")
     return registry
+
+
+def make_registry() -> PluginRegistry:
+    """The built-in plugins and the test plugins, found once per test session; each test gets
+    its own registry (which it may add to) holding the same plugin objects, so the app's routes
+    for them are built once too."""
+    found = _discovered()
+    return PluginRegistry(plugins=dict(found.plugins), failures=dict(found.failures))
 
 
 class PluggableQueue:

@@ -7,6 +7,7 @@ annotations`` here: FastAPI must see the models bound in each closure, not strin
 
 import inspect
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from enum import Enum
 from typing import Annotated, Any, Optional, cast
@@ -45,7 +46,28 @@ def _camel(*parts: str) -> str:
     return "".join(word.capitalize() for part in parts for word in re.split(r"[-_.]", part))
 
 
+# Generated routers by plugin spec: building one is most of the cost of building the app (FastAPI
+# analyses every route's models), and the routes hold nothing but the spec, so an app built again
+# for the same plugins (another worker process, each test) reuses them. Holding the spec keeps
+# its id from being reused by another object.
+_ROUTERS: OrderedDict[int, tuple[PluginSpec, APIRouter]] = OrderedDict()
+_ROUTERS_KEPT = 256
+
+
 def plugin_router(spec: PluginSpec) -> APIRouter:
+    """The typed routes of one plugin: its config, actions and processes."""
+    found = _ROUTERS.get(id(spec))
+    if found is not None and found[0] is spec:
+        _ROUTERS.move_to_end(id(spec))
+        return found[1]
+    router = _build_router(spec)
+    _ROUTERS[id(spec)] = (spec, router)
+    while len(_ROUTERS) > _ROUTERS_KEPT:
+        _ROUTERS.popitem(last=False)
+    return router
+
+
+def _build_router(spec: PluginSpec) -> APIRouter:
     router = APIRouter(responses=ERROR_RESPONSES)
     _config_routes(router, spec)
     for action in spec.actions.values():

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import respx
 
+from metagov.plugins.sourcecred.plugin import SourceCredPlugin
 from metagov.testing import DriverCredentials, TestGateway, open_gateway
 from tests.conftest import make_registry, make_settings
 
@@ -124,7 +125,10 @@ class Setup:
 
 @pytest.fixture
 async def setup(database_url: str) -> AsyncIterator[Setup]:
-    async with open_gateway(make_settings(database_url), make_registry()) as gw:
+    # A fresh plugin object: its score cache must not carry reads over from another test.
+    registry = make_registry()
+    registry.add(SourceCredPlugin, source="builtin:sourcecred")
+    async with open_gateway(make_settings(database_url), registry) as gw:
         driver = await gw.create_driver("alice")
         await gw.create_community(driver, "commons")
         yield Setup(gw, driver)
