@@ -94,8 +94,9 @@ class LoomioPlugin(Plugin[LoomioConfig]):
         for index, key in enumerate(ctx.config.subgroup_keys()):
             field = f"subgroup_api_keys[{index}]"
             group = await _group_of_key(ctx, key, field)
-            parent = group.get("parent_id")
-            if group["id"] == main["id"] or (parent is not None and parent != main["id"]):
+            # Loomio's groups carry parent_id; a record without it cannot be checked.
+            parent = group.get("parent_id", main["id"])
+            if group["id"] == main["id"] or parent != main["id"]:
                 raise PluginError(
                     f"{field} opens the group {group.get('handle') or group.get('key')!r}, "
                     f"which is not a subgroup of {ctx.config.group_handle!r}",

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -23,7 +22,7 @@ DEFAULT_SERVER = "https://www.loomio.com"
 POLL_TYPES = ("proposal", "poll", "count", "score", "ranked_choice", "meeting", "dot_vote")
 
 
-def _join_keys(value: Any) -> Any:
+def _join_keys(cls: Any, value: Any) -> Any:
     """Subgroup keys arrive as a list; they are stored as one secret (the core encrypts single
     secret values), joined by commas, which never occur in a Loomio API key."""
     if isinstance(value, list | tuple):
@@ -43,7 +42,6 @@ def _join_keys(value: Any) -> Any:
 
 SubgroupKeys = Annotated[
     SecretStr | None,
-    BeforeValidator(_join_keys),
     WithJsonSchema(
         {
             "anyOf": [
@@ -82,6 +80,10 @@ class LoomioConfig(BaseModel):
         description="Secret carried by the hook URL (?token=); generated when omitted and "
         "shown once, as the full hook URL, under notices.hook_url",
     )
+
+    # A field validator rather than an annotation, so that the re-configure model the core
+    # derives from this one (secret fields made optional) keeps it.
+    _subgroup_keys = field_validator("subgroup_api_keys", mode="before")(_join_keys)
 
     @field_validator("server_url")
     @classmethod
