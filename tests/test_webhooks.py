@@ -11,7 +11,6 @@ import json
 import secrets
 import time
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -379,8 +378,7 @@ async def test_an_instance_that_keeps_changing_is_a_503_and_stores_nothing(
         nonlocal looks
         looks += 1
         found = await look_up(*args)
-        later = timedelta(seconds=looks)
-        return tuple(replace(t, updated_at=t.updated_at - later) for t in found)
+        return tuple(replace(t, config_version=t.config_version - looks) for t in found)
 
     monkeypatch.setattr(webhooks, "_load_targets", always_stale)
     body = b'{"action": "opened"}'

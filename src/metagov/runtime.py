@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import httpx
@@ -38,7 +37,7 @@ class Runtime:
     # Replaced by the app or the worker with the queue of their mode.
     queue: JobQueue = field(default_factory=NullQueue)
     # Decrypted, validated plugin configs, keyed by what changes when the config does.
-    config_cache: BoundedCache[tuple[int, datetime, str | None], BaseModel] = field(
+    config_cache: BoundedCache[tuple[int, int, str | None], BaseModel] = field(
         default_factory=BoundedCache
     )
     # Decrypted Driver signing secrets, keyed by their ciphertext (a rotation changes it).

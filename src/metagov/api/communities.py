@@ -17,12 +17,18 @@ router = APIRouter(
 )
 
 
-async def _out(session: AsyncSession, runtime: Runtime, community: Community) -> CommunityOut:
+async def _out(
+    session: AsyncSession,
+    runtime: Runtime,
+    community: Community,
+    notices: service.Notices | None = None,
+) -> CommunityOut:
     instances = await service.community_plugins(session, community)
+    notices = notices or {}
     return CommunityOut(
         slug=community.slug,
         readable_name=community.readable_name,
-        plugins=[PluginOut.build(runtime, i, community) for i in instances],
+        plugins=[PluginOut.build(runtime, i, community, notices.get(i.id)) for i in instances],
         created_at=community.created_at,
     )
 
@@ -35,7 +41,7 @@ def _pairs(plugins: list[PluginIn]) -> list[tuple[str, dict[str, object]]]:
 async def create_community(
     body: CommunityCreate, runtime: RuntimeDep, session: SessionDep, driver: CurrentDriver
 ) -> CommunityOut:
-    community = await service.create_community(
+    community, notices = await service.create_community(
         session,
         runtime,
         driver,
@@ -43,7 +49,7 @@ async def create_community(
         readable_name=body.readable_name,
         plugins=_pairs(body.plugins),
     )
-    return await _out(session, runtime, community)
+    return await _out(session, runtime, community, notices)
 
 
 @router.get("/{slug}", operation_id="community.get")
@@ -62,7 +68,7 @@ async def update_community(
     driver: CurrentDriver,
 ) -> CommunityOut:
     community = await service.get_community(session, driver, slug)
-    await service.update_community(
+    notices = await service.update_community(
         session,
         runtime,
         community,
@@ -70,7 +76,7 @@ async def update_community(
         readable_name=body.readable_name,
         plugins=None if body.plugins is None else _pairs(body.plugins),
     )
-    return await _out(session, runtime, community)
+    return await _out(session, runtime, community, notices)
 
 
 @router.delete("/{slug}", status_code=status.HTTP_204_NO_CONTENT, operation_id="community.delete")

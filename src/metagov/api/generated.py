@@ -87,12 +87,12 @@ def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
         config: Annotated[config_model, Body()],  # type: ignore[valid-type]
         response: Response,
     ) -> PluginOut:
-        instance, created = await plugin_service.enable_plugin(
+        enabled = await plugin_service.enable_plugin(
             session, runtime, community, spec, cast(BaseModel, config).model_dump()
         )
-        if not created:
+        if not enabled.created:
             response.status_code = status.HTTP_200_OK
-        return PluginOut.build(runtime, instance, community)
+        return PluginOut.build(runtime, enabled.instance, community, enabled.notices)
 
     @router.put(
         f"/api/internal/plugin/{spec.name}/{{instance_id}}",
@@ -109,10 +109,10 @@ def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
         config: Annotated[update_model, Body()],  # type: ignore[valid-type]
     ) -> PluginOut:
         instance = await plugin_service.get_instance(session, community, spec.name, instance_id)
-        await plugin_service.reconfigure_instance(
+        notices = await plugin_service.reconfigure_instance(
             session, runtime, community, spec, instance, _without_missing_secrets(config, spec)
         )
-        return PluginOut.build(runtime, instance, community)
+        return PluginOut.build(runtime, instance, community, notices)
 
 
 def _without_missing_secrets(config: BaseModel, spec: PluginSpec) -> dict[str, Any]:

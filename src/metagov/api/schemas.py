@@ -51,11 +51,25 @@ class PluginOut(BaseModel):
     auth_type: str
     config: dict[str, Any] = Field(description="The config, without its secret fields")
     secrets_set: list[str] = Field(description="Secret fields that hold a value (never shown)")
+    suspended_at: datetime | None = Field(
+        None, description="Set while the platform has paused the gateway's access"
+    )
+    notices: dict[str, Any] | None = Field(
+        None,
+        description="What the plugin shows this once, in the answer to the request that enabled "
+        "or re-configured the instance (a generated hook URL, a step to take by hand)",
+    )
     created_at: datetime
-    updated_at: datetime
+    updated_at: datetime = Field(description="When the config last changed")
 
     @classmethod
-    def build(cls, runtime: Runtime, instance: PluginInstance, community: Community) -> PluginOut:
+    def build(
+        cls,
+        runtime: Runtime,
+        instance: PluginInstance,
+        community: Community,
+        notices: dict[str, Any] | None = None,
+    ) -> PluginOut:
         spec = runtime.registry.plugins.get(instance.name)
         return cls(
             id=instance.id,
@@ -65,6 +79,8 @@ class PluginOut(BaseModel):
             auth_type=spec.auth_type.value if spec else "none",
             config=instance.config,
             secrets_set=plugin_service.secrets_set(runtime, instance),
+            suspended_at=instance.suspended_at,
+            notices=notices or None,
             created_at=instance.created_at,
             updated_at=instance.updated_at,
         )

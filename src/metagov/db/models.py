@@ -81,8 +81,18 @@ class PluginInstance(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     secrets: Mapped[str | None] = mapped_column(Text, default=None)
     state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Moves with every change of config or secrets (and only then): the key of the caches of
+    # decrypted configs and webhook targets, which a state write must not invalidate.
+    config_version: Mapped[int] = mapped_column(default=1, server_default="1")
+    state_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # When the stored credentials stop working (a refreshed access token's expiry).
+    credentials_expire_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set while the platform has paused our access (see ``PluginContext.suspend_instance``).
+    suspended_at: Mapped[datetime | None] = mapped_column(default=None)
+    suspend_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # When the config last changed (state writes leave it alone).
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     community: Mapped[Community] = relationship(back_populates="plugins", lazy="raise")
 
@@ -119,12 +129,35 @@ class Process(Base):
     closing_at: Mapped[datetime | None] = mapped_column(default=None)
     next_update_at: Mapped[datetime | None] = mapped_column(default=None)
     retry_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A hook runs on a snapshot of the row with no transaction open: it first leases the process
+    # (``lease_until``, moving ``version``), and its effects are applied only if ``version`` is
+    # still the one it leased with. So two hooks never run at once on one process, and a hook
+    # whose lease ran out cannot overwrite what came after it.
+    version: Mapped[int] = mapped_column(default=0, server_default="0")
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     @property
     def full_name(self) -> str:
         return f"{self.plugin_name}.{self.name}"
+
+
+class ProcessListenKey(Base):
+    """What an open process listens to (a message id, an issue number): a webhook the plugin
+    maps to a key reaches only the processes listening to it, so handling a webhook costs the
+    same however many processes are open."""
+
+    __tablename__ = "process_listen_keys"
+    __table_args__ = (Index("ix_process_listen_keys_instance_key", "plugin_instance_id", "key"),)
+
+    process_id: Mapped[int] = mapped_column(
+        ForeignKey("processes.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    plugin_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("plugin_instances.id", ondelete="CASCADE")
+    )
 
 
 class Event(Base):
@@ -206,6 +239,8 @@ class InboundWebhook(Base):
     # Platform-wide webhooks name the tenant instead of an instance.
     community_platform_id: Mapped[str | None] = mapped_column(String(200), default=None)
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The URL's query parameters, without those the plugin declared secret (URL tokens).
+    query: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     body: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)

@@ -274,7 +274,8 @@ class ProcessContext(PluginContext[ConfigT], Generic[ConfigT, OutcomeT]):
     outcome: OutcomeT | None = None
     requested_status: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
-    listen_keys: tuple[str, ...] = ()
+    # None until ``listen`` is called: the keys stored with the process stay as they are.
+    listen_keys: tuple[str, ...] | None = None
 
     def set_outcome(self, outcome: OutcomeT) -> None:
         """Record the current (possibly partial) outcome, e.g. after a vote is cast."""
@@ -294,7 +295,7 @@ class ProcessContext(PluginContext[ConfigT], Generic[ConfigT, OutcomeT]):
     def listen(self, *keys: str) -> None:
         """Receive only the webhooks that :meth:`Plugin.webhook_keys` maps to one of ``keys``
         (a message id, an issue number, a poll id). Usually called in ``start``; calling it again
-        replaces the keys."""
+        replaces the keys, and calling it with none stops every webhook."""
         for key in keys:
             if not key or len(key) > 200:
                 raise ValueError("a listen key is a non-empty string of at most 200 characters")

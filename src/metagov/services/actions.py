@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from metagov.db.models import Community, PluginInstance
 from metagov.plugins.registry import ActionSpec, PluginSpec
 from metagov.runtime import Runtime
-from metagov.services.plugins import build_context, save_effects
+from metagov.services.plugins import build_context, call_plugin, ensure_active, save_effects
 from metagov.services.processes import PluginContractError
 
 
@@ -22,9 +22,10 @@ async def perform_action(
     params: BaseModel,
 ) -> BaseModel | None:
     """Run ``action`` on the instance the route chose and save its effects."""
+    ensure_active(instance, spec.name)
     ctx = build_context(runtime, spec, community, instance)
-    result = await action.method(ctx, params)
-    await save_effects(session, instance, ctx)
+    result = await call_plugin(spec, ctx, lambda: action.method(ctx, params))
+    await save_effects(session, runtime, instance, ctx)
     if action.output_model is None:
         return None
     try:

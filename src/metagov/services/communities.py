@@ -16,6 +16,9 @@ from metagov.runtime import Runtime
 from metagov.services import drivers
 from metagov.services import plugins as plugin_service
 
+# What plugins asked to show the Driver once, by instance id.
+Notices = dict[int, dict[str, Any]]
+
 # The lookup behind every community-scoped Driver request, built once: building a statement
 # costs more than running it. With no plugin named, the instance join matches nothing.
 _DRIVER_COMMUNITY_INSTANCES = (
@@ -80,14 +83,15 @@ async def create_community(
     slug: str | None,
     readable_name: str,
     plugins: Sequence[tuple[str, Mapping[str, Any]]],
-) -> Community:
+) -> tuple[Community, Notices]:
+    """Create a community with its plugins; returns it with the notices its plugins left for the
+    Driver, by instance id."""
     slug = slug or str(uuid.uuid4())
     await _check_slug_free(session, slug)
     community = Community(slug=slug, readable_name=readable_name, driver_id=driver.id)
     session.add(community)
     await session.flush()
-    await _enable_all(session, runtime, community, plugins)
-    return community
+    return community, await _enable_all(session, runtime, community, plugins)
 
 
 async def _enable_all(
@@ -95,8 +99,9 @@ async def _enable_all(
     runtime: Runtime,
     community: Community,
     plugins: Sequence[tuple[str, Mapping[str, Any]]],
-) -> set[int]:
-    """Enable or re-configure each listed plugin; returns the ids of the instances listed."""
+) -> Notices:
+    """Enable or re-configure each listed plugin; returns the instances listed, by id, with the
+    notices their plugins left for the Driver."""
     unknown = [
         FieldError(
             loc=["body", "plugins", i, "name"], msg=f"unknown plugin {name!r}", type="value_error"
@@ -106,15 +111,15 @@ async def _enable_all(
     ]
     if unknown:
         raise InvalidInput(unknown)
-    listed: set[int] = set()
+    listed: Notices = {}
     for index, (name, config) in enumerate(plugins):
         spec = runtime.registry.get(name)
-        instance, _ = await plugin_service.enable_plugin(
+        enabled = await plugin_service.enable_plugin(
             session, runtime, community, spec, config, loc=("body", "plugins", index, "config")
         )
-        if instance.id in listed:
+        if enabled.instance.id in listed:
             raise Conflict(f"plugins[{index}] names the same {name!r} instance as an earlier entry")
-        listed.add(instance.id)
+        listed[enabled.instance.id] = enabled.notices
     return listed
 
 
@@ -126,9 +131,10 @@ async def update_community(
     slug: str | None,
     readable_name: str | None,
     plugins: Sequence[tuple[str, Mapping[str, Any]]] | None,
-) -> Community:
+) -> Notices:
     """Declarative update: the listed plugins are enabled or re-configured (keeping their state
-    and processes); enabled plugins that are not listed are disabled."""
+    and processes); enabled plugins that are not listed are disabled. Returns the notices the
+    listed plugins left for the Driver, by instance id."""
     if slug is not None and slug != community.slug:
         await _check_slug_free(session, slug)
         community.slug = slug
@@ -136,13 +142,13 @@ async def update_community(
         community.readable_name = readable_name
     if plugins is None:
         await session.flush()
-        return community
+        return {}
     keep = await _enable_all(session, runtime, community, plugins)
     for instance in await plugin_service.list_instances(session, community):
         if instance.id not in keep:
             await plugin_service.disable_instance(session, instance)
     await session.flush()
-    return community
+    return keep
 
 
 async def delete_community(session: AsyncSession, community: Community) -> None:

@@ -246,5 +246,12 @@ async def _finish(
         raise OAuthError(
             "already_installed", "This workspace is already installed in another community"
         )
-    await plugin_service.enable_plugin(session, runtime, community, spec, install.config)
+    await plugin_service.enable_plugin(
+        session,
+        runtime,
+        community,
+        spec,
+        install.config,
+        credentials_expire_at=install.credentials_expire_at,
+    )
     return back_to_driver(state, community=community.slug)

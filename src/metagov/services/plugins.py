@@ -4,7 +4,7 @@ every plugin call receives."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -14,10 +14,11 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.crypto import SecretBox
+from metagov.db.base import utcnow
 from metagov.db.models import Community, Driver, PluginInstance, Process
 from metagov.errors import AmbiguousPlugin, Conflict, InvalidInput, NotFound
 from metagov.plugins.registry import PluginSpec
-from metagov.plugins.sdk import PluginContext, State
+from metagov.plugins.sdk import CredentialsRejected, PluginContext, State
 from metagov.runtime import Runtime
 from metagov.services import events, lifecycle
 
@@ -91,11 +92,11 @@ def load_config(runtime: Runtime, spec: PluginSpec, instance: InstanceLike) -> B
     """The instance's config as the plugin's model, secrets decrypted.
 
     Decrypting and validating on every webhook and action is most of their cost, so the result is
-    kept per process, keyed by the instance, its ``updated_at`` (every config change moves it)
-    and its ciphertext (key rotation changes that). Plugins get the same object each call, so
-    each call gets a shallow copy.
+    kept per process, keyed by the instance, its ``config_version`` (every config change moves
+    it, a state write does not) and its ciphertext (key rotation changes that). Plugins get the
+    same object each call, so each call gets a shallow copy.
     """
-    key = (instance.id, instance.updated_at, instance.secrets)
+    key = (instance.id, instance.config_version, instance.secrets)
     found = runtime.config_cache.get(key)
     if found is None:
         found = spec.config_model.model_validate(
@@ -123,6 +124,7 @@ def build_context(
         settings=spec.plugin.settings,
         base_url=runtime.settings.base_url,
         secret_fields=spec.secret_fields,
+        credentials_expire_at=instance.credentials_expire_at,
         log=logging.LoggerAdapter(
             log.getChild(spec.name),
             {"community": community.slug, "plugin_instance": instance.id},
@@ -130,23 +132,44 @@ def build_context(
     )
 
 
+def has_effects(ctx: PluginContext[Any]) -> bool:
+    """Whether a call recorded anything to save."""
+    return bool(
+        ctx.state.changed
+        or ctx.emitted
+        or ctx.disable_reason is not None
+        or ctx.secret_update is not None
+        or ctx.suspension is not None
+    )
+
+
 async def save_effects(
-    session: AsyncSession, instance: PluginInstance, ctx: PluginContext[Any]
+    session: AsyncSession, runtime: Runtime, instance: PluginInstance, ctx: PluginContext[Any]
 ) -> bool:
-    """Persist what a plugin call did: its state changes, the events it emitted, and a request
-    to disable the instance. Returns whether the instance was disabled.
+    """Persist what a plugin call did: its state changes, refreshed credentials, the events it
+    emitted, a suspension, and a request to disable the instance. Returns whether the instance
+    was disabled.
 
     The instance may have been read outside ``session`` (an action's lookup is): it joins the
     session only when there is something to save, so a call without effects costs no statement.
     """
-    if not (ctx.state.changed or ctx.emitted or ctx.disable_reason is not None):
+    if not has_effects(ctx):
         return False
     if instance not in session:
         instance = await session.merge(instance, load=False)
-    if ctx.state.changed:
+    if ctx.state.changed or ctx.secret_update is not None:
         # Re-read under a row lock so that concurrent calls touching other keys keep theirs.
-        await session.refresh(instance, ["state"], with_for_update=True)
+        await session.refresh(instance, ["state", "secrets"], with_for_update=True)
+    if ctx.state.changed:
         instance.state = ctx.state.apply_to(instance.state)
+        instance.state_version += 1
+    if ctx.secret_update is not None:
+        stored = stored_secrets(runtime, instance)
+        stored.update(ctx.secret_update.values)
+        instance.secrets = runtime.secrets.encrypt(stored)
+        instance.credentials_expire_at = ctx.secret_update.expires_at
+        instance.config_version += 1
+        ctx.secret_update = None
     for emitted in ctx.emitted:
         await events.record_event(
             session,
@@ -157,6 +180,9 @@ async def save_effects(
             initiator=emitted.initiator,
         )
     ctx.emitted.clear()
+    if ctx.suspension is not None:
+        await _suspend_or_resume(session, instance, ctx, *ctx.suspension)
+        ctx.suspension = None
     if ctx.disable_reason is None:
         return False
     await events.record_event(
@@ -173,6 +199,72 @@ async def save_effects(
     )
     await disable_instance(session, instance)
     return True
+
+
+async def _suspend_or_resume(
+    session: AsyncSession,
+    instance: PluginInstance,
+    ctx: PluginContext[Any],
+    suspend: bool,
+    reason: str,
+) -> None:
+    """Suspend or resume ``instance``; the Driver hears of it only when it changes."""
+    if suspend == (instance.suspended_at is not None):
+        return
+    instance.suspended_at = utcnow() if suspend else None
+    instance.suspend_reason = reason if suspend else None
+    data: dict[str, Any] = {
+        "plugin": ctx.plugin_name,
+        "id": instance.id,
+        "community_platform_id": instance.community_platform_id or None,
+    }
+    if suspend:
+        data.update(suspended=True, reason=reason)
+    await events.record_event(
+        session,
+        instance.community_id,
+        source=ctx.plugin_name,
+        event_type="plugin.disabled" if suspend else "plugin.enabled",
+        data=data,
+    )
+
+
+T = TypeVar("T")
+
+
+async def call_plugin(
+    spec: PluginSpec, ctx: PluginContext[Any], call: Callable[[], Awaitable[T]]
+) -> T:
+    """Run one plugin call with fresh credentials: refreshed first if they expire within the
+    plugin's margin, and refreshed once more and the call retried if the platform rejects them.
+
+    A retried call starts over; events it emitted before the rejection are dropped, so that the
+    retry does not emit them twice.
+    """
+    if spec.refreshes_credentials:
+        expires = ctx.credentials_expire_at
+        if expires is not None and expires <= utcnow() + spec.plugin.credentials_refresh_margin:
+            await spec.plugin.refresh_credentials(ctx)
+    emitted = len(ctx.emitted)
+    try:
+        return await call()
+    except CredentialsRejected:
+        if not spec.refreshes_credentials:
+            raise
+        ctx.log.info("credentials rejected by the platform; refreshing them once")
+        del ctx.emitted[emitted:]
+        await spec.plugin.refresh_credentials(ctx)
+        return await call()
+
+
+def ensure_active(instance: InstanceLike, name: str) -> None:
+    """Refuse to act through an instance the platform has suspended."""
+    if instance.suspended_at is not None:
+        raise Conflict(
+            f"plugin {name!r} is suspended on its platform; it resumes when the platform "
+            "gives access back",
+            code="plugin_suspended",
+        )
 
 
 async def list_instances(session: AsyncSession, community: Community) -> Sequence[PluginInstance]:
@@ -239,7 +331,10 @@ class InstanceLike(Protocol):
     def secrets(self) -> str | None: ...
 
     @property
-    def updated_at(self) -> datetime: ...
+    def config_version(self) -> int: ...
+
+    @property
+    def suspended_at(self) -> datetime | None: ...
 
 
 _Instance = TypeVar("_Instance", bound=InstanceLike)
@@ -274,6 +369,16 @@ def choose_instance(
     return found[0]
 
 
+@dataclass(frozen=True)
+class Enabled:
+    """An instance enabled or re-configured, whether it is new, and what its plugin asked to
+    show the Driver this once (``PluginContext.tell_driver``)."""
+
+    instance: PluginInstance
+    created: bool
+    notices: dict[str, Any]
+
+
 async def enable_plugin(
     session: AsyncSession,
     runtime: Runtime,
@@ -282,12 +387,11 @@ async def enable_plugin(
     raw_config: Mapping[str, Any],
     *,
     loc: Sequence[str | int] = ("body",),
-) -> tuple[PluginInstance, bool]:
+    credentials_expire_at: datetime | None = None,
+) -> Enabled:
     """Enable ``spec`` in ``community``, or re-configure the instance with the same platform id
-    (secrets left out of ``raw_config`` then keep their stored value).
-
-    Returns the instance and whether it was created.
-    """
+    (secrets left out of ``raw_config`` then keep their stored value). ``credentials_expire_at``
+    is when the secrets given expire (an OAuth grant's access token)."""
     existing = await session.scalar(
         select(PluginInstance).where(
             PluginInstance.community_id == community.id,
@@ -296,8 +400,11 @@ async def enable_plugin(
         )
     )
     if existing is not None:
-        await reconfigure_instance(session, runtime, community, spec, existing, raw_config, loc=loc)
-        return existing, False
+        existing.credentials_expire_at = credentials_expire_at
+        notices = await reconfigure_instance(
+            session, runtime, community, spec, existing, raw_config, loc=loc
+        )
+        return Enabled(existing, False, notices)
     candidate = validate_config(spec, raw_config, loc=loc)
     instance = PluginInstance(
         community_id=community.id,
@@ -306,11 +413,12 @@ async def enable_plugin(
         config=candidate.public,
         secrets=runtime.secrets.encrypt(candidate.secrets) if candidate.secrets else None,
         state={},
+        credentials_expire_at=credentials_expire_at,
     )
     session.add(instance)
     await session.flush()
-    await _initialize(session, runtime, spec, community, instance, candidate.model)
-    return instance, True
+    notices = await _initialize(session, runtime, spec, community, instance, candidate.model)
+    return Enabled(instance, True, notices)
 
 
 async def reconfigure_instance(
@@ -322,8 +430,9 @@ async def reconfigure_instance(
     raw_config: Mapping[str, Any],
     *,
     loc: Sequence[str | int] = ("body",),
-) -> PluginInstance:
-    """Change an instance's config in place, keeping its state and its running processes."""
+) -> dict[str, Any]:
+    """Change an instance's config in place, keeping its state and its running processes;
+    returns the notices its plugin's ``initialize`` left for the Driver."""
     validated = validate_config(
         spec, raw_config, stored_secrets=stored_secrets(runtime, instance), loc=loc
     )
@@ -344,9 +453,10 @@ async def reconfigure_instance(
     instance.config = validated.public
     instance.secrets = runtime.secrets.encrypt(validated.secrets) if validated.secrets else None
     instance.community_platform_id = validated.community_platform_id
+    instance.config_version += 1
+    instance.updated_at = utcnow()
     await session.flush()
-    await _initialize(session, runtime, spec, community, instance, validated.model)
-    return instance
+    return await _initialize(session, runtime, spec, community, instance, validated.model)
 
 
 async def _initialize(
@@ -356,10 +466,11 @@ async def _initialize(
     community: Community,
     instance: PluginInstance,
     config: BaseModel,
-) -> None:
+) -> dict[str, Any]:
     ctx = build_context(runtime, spec, community, instance, config)
-    await spec.plugin.initialize(ctx)
-    await save_effects(session, instance, ctx)
+    await call_plugin(spec, ctx, lambda: spec.plugin.initialize(ctx))
+    await save_effects(session, runtime, instance, ctx)
+    return ctx.notices
 
 
 async def disable_instance(session: AsyncSession, instance: PluginInstance) -> None:

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.db.base import utcnow
-from metagov.db.models import Community, PluginInstance, Process
+from metagov.db.models import Community, PluginInstance, Process, ProcessListenKey
 from metagov.errors import Conflict, NotFound
 from metagov.jobs.queue import take_doorbells, unit_of_work
 from metagov.plugins.registry import PluginSpec, ProcessSpec
@@ -27,7 +27,13 @@ from metagov.plugins.sdk import GovernanceProcess, ProcessContext, State, Webhoo
 from metagov.runtime import Runtime
 from metagov.services import deliveries, events, lifecycle
 from metagov.services.lifecycle import ProcessStatus
-from metagov.services.plugins import build_context, resolve_instance, save_effects
+from metagov.services.plugins import (
+    build_context,
+    call_plugin,
+    ensure_active,
+    resolve_instance,
+    save_effects,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,9 @@ async def _apply(
         ctx.errors.clear()
     if ctx.process_state.changed:
         process.state = ctx.process_state.apply_to(process.state)
+    if ctx.listen_keys is not None:
+        await _listen(session, process, ctx.listen_keys)
+        ctx.listen_keys = None
     target = ProcessStatus(ctx.requested_status) if ctx.requested_status else default
     if target is not None and target.value != process.status:
         lifecycle.transition(process, target)
@@ -98,6 +107,18 @@ async def _apply(
     started = before[0] == ProcessStatus.CREATED
     if ended or (process.outcome != before[1] and not started):
         await events.record_process_event(session, community, process)
+
+
+async def _listen(session: AsyncSession, process: Process, keys: Sequence[str]) -> None:
+    """Replace what ``process`` listens to (see ``ProcessContext.listen``)."""
+    await session.execute(delete(ProcessListenKey).where(ProcessListenKey.process_id == process.id))
+    if keys and process.plugin_instance_id is not None:
+        session.add_all(
+            ProcessListenKey(
+                process_id=process.id, key=key, plugin_instance_id=process.plugin_instance_id
+            )
+            for key in keys
+        )
 
 
 def _outcome_json(pspec: ProcessSpec, outcome: Any) -> dict[str, Any]:
@@ -139,10 +160,11 @@ async def start_process(
     )
     session.add(process)
     await session.flush()
+    ensure_active(instance, spec.name)
     ctx = _context(runtime, spec, pspec, community, instance, process)
-    await pspec.handler.start(ctx, params)
+    await call_plugin(spec, ctx, lambda: pspec.handler.start(ctx, params))
     await _apply(session, community, process, pspec, ctx, default=ProcessStatus.PENDING)
-    await save_effects(session, instance, ctx)
+    await save_effects(session, runtime, instance, ctx)
     await session.flush()
     return process
 
@@ -217,9 +239,9 @@ async def _run_hook(
     instance = await _instance_of(session, process)
     ctx = _context(runtime, spec, pspec, community, instance, process)
     params = pspec.params_model.model_validate(process.parameters)
-    await call(pspec.handler, ctx, params)
+    await call_plugin(spec, ctx, lambda: call(pspec.handler, ctx, params))
     await _apply(session, community, process, pspec, ctx, default=default)
-    await save_effects(session, instance, ctx)
+    await save_effects(session, runtime, instance, ctx)
     await session.flush()
     return process
 

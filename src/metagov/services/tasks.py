@@ -56,7 +56,7 @@ async def run_task(runtime: Runtime, instance_id: int, task_name: str) -> bool:
     now = utcnow()
     async with unit_of_work(runtime) as session:
         instance = await session.get(PluginInstance, instance_id)
-        if instance is None:
+        if instance is None or instance.suspended_at is not None:
             return False
         spec = runtime.registry.get(instance.name)
         task = spec.tasks.get(task_name)
@@ -79,8 +79,8 @@ async def run_task(runtime: Runtime, instance_id: int, task_name: str) -> bool:
             instance = await session.get_one(PluginInstance, instance_id)
             community = await session.get_one(Community, instance.community_id)
             ctx = plugin_service.build_context(runtime, spec, community, instance)
-            await task.method(ctx)
-            await plugin_service.save_effects(session, instance, ctx)
+            await plugin_service.call_plugin(spec, ctx, lambda: task.method(ctx))
+            await plugin_service.save_effects(session, runtime, instance, ctx)
         error = None
     except Exception as exc:
         log.exception("task %s.%s failed for instance %s", spec.name, task_name, instance_id)

@@ -40,7 +40,13 @@ from sqlalchemy.orm import InstrumentedAttribute, aliased
 from metagov import metrics
 from metagov.db.base import JSONType, UTCDateTime, utcnow
 from metagov.db.engine import single_statement
-from metagov.db.models import Community, InboundWebhook, PluginInstance, Process
+from metagov.db.models import (
+    Community,
+    InboundWebhook,
+    PluginInstance,
+    Process,
+    ProcessListenKey,
+)
 from metagov.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
 from metagov.jobs.queue import Job, send_doorbells, take_doorbells, unit_of_work
 from metagov.plugins.registry import PluginSpec
@@ -77,7 +83,8 @@ class Target:
     community_platform_id: str
     config: dict[str, Any]
     secrets: str | None
-    updated_at: datetime
+    config_version: int
+    suspended_at: datetime | None
 
 
 # Statements of the request path, built once: building one costs more than running it.
@@ -88,7 +95,8 @@ _TARGETS = (
         PluginInstance.community_platform_id,
         PluginInstance.config,
         PluginInstance.secrets,
-        PluginInstance.updated_at,
+        PluginInstance.config_version,
+        PluginInstance.suspended_at,
     )
     .join(Community, Community.id == PluginInstance.community_id)
     .where(Community.slug == bindparam("slug"), PluginInstance.name == bindparam("plugin"))
@@ -102,6 +110,7 @@ _INBOX_COLUMNS = (
     "plugin_instance_id",
     "community_platform_id",
     "headers",
+    "query",
     "body",
     "status",
     "attempts",
@@ -112,7 +121,7 @@ _INBOX_COLUMNS = (
 
 def _insert_if_current(dialect: Any) -> Any:
     """Store a webhook for an instance only if the instance is still as it was when its
-    signature was checked: same ``updated_at`` (every config change moves it), still in the
+    signature was checked: same ``config_version`` (every config change moves it), still in the
     community the URL names, which still has as many instances of the plugin.
 
     This is what lets the request path keep its targets in memory and still take each webhook in
@@ -136,6 +145,7 @@ def _insert_if_current(dialect: Any) -> Any:
             PluginInstance.id,
             bindparam("platform_id", type_=String()),
             bindparam("request_headers", type_=JSONType),
+            bindparam("request_query", type_=JSONType),
             bindparam("request_body", type_=LargeBinary()),
             literal(PENDING),
             literal(0),
@@ -145,7 +155,7 @@ def _insert_if_current(dialect: Any) -> Any:
         .join(Community, Community.id == PluginInstance.community_id)
         .where(
             PluginInstance.id == bindparam("instance_id"),
-            PluginInstance.updated_at == bindparam("updated_at", type_=UTCDateTime()),
+            PluginInstance.config_version == bindparam("config_version"),
             Community.slug == bindparam("slug"),
             instances == bindparam("instances"),
         )
@@ -242,7 +252,10 @@ async def _receive_for_instance(
             return accepted, None
         params = _inbox_values(spec, request, accepted, f"i{target.id}")
         params.update(
-            instance_id=target.id, updated_at=target.updated_at, slug=slug, instances=len(targets)
+            instance_id=target.id,
+            config_version=target.config_version,
+            slug=slug,
+            instances=len(targets),
         )
         try:
             async with single_statement(runtime.engine) as conn:
@@ -295,6 +308,9 @@ def _inbox_values(
         "dedupe": f"{scope}:{delivery}"[:300],
         "platform_id": accepted.community_platform_id,
         "request_headers": {k: v for k, v in request.headers.items() if k not in _DROP_HEADERS},
+        "request_query": {
+            k: v for k, v in request.query.items() if k not in spec.plugin.webhook_secret_params
+        },
         "request_body": request.body,
         "now": utcnow(),
     }
@@ -333,6 +349,7 @@ async def _receive_for_platform(
             "plugin_instance_id": None,
             "community_platform_id": platform_id,
             "headers": own["request_headers"],
+            "query": own["request_query"],
             "body": request.body,
             "status": PENDING,
             "attempts": 0,
@@ -404,6 +421,7 @@ class _Taken:
 
     plugin_name: str
     headers: dict[str, Any]
+    query: dict[str, Any]
     body: bytes
     plugin_instance_id: int | None
     community_platform_id: str | None
@@ -423,7 +441,7 @@ async def _handle_one(runtime: Runtime, inbox_id: int) -> bool | _OlderFirst:
             if not isinstance(taken, _Taken):
                 return taken
             spec = runtime.registry.get(taken.plugin_name)
-            request = WebhookRequest(headers=taken.headers, body=taken.body)
+            request = WebhookRequest(headers=taken.headers, body=taken.body, query=taken.query)
             instances = taken.instances
             if instances is None:
                 instances = await _instances_of_tenant(session, taken)
@@ -474,6 +492,7 @@ def _taken(row: Row[Any], instances: list[tuple[PluginInstance, Community]] | No
     return _Taken(
         plugin_name=row.plugin_name,
         headers=row.headers,
+        query=row.query,
         body=row.body,
         plugin_instance_id=row.plugin_instance_id,
         community_platform_id=row.community_platform_id,
@@ -485,6 +504,7 @@ _WEBHOOK = (
     InboundWebhook.id,
     InboundWebhook.plugin_name,
     InboundWebhook.headers,
+    InboundWebhook.query,
     InboundWebhook.body,
     InboundWebhook.plugin_instance_id,
     InboundWebhook.community_platform_id,
@@ -581,6 +601,22 @@ _OPEN_PROCESSES = (
     .order_by(Process.id)
     .with_for_update()
 )
+# The open processes listening to one of the keys a webhook maps to, off the (instance, key)
+# index: a webhook costs the same however many other processes are open.
+_LISTENING_PROCESSES = (
+    select(Process)
+    .where(
+        Process.id.in_(
+            select(ProcessListenKey.process_id).where(
+                ProcessListenKey.plugin_instance_id == bindparam("instance_id"),
+                ProcessListenKey.key.in_(bindparam("keys", expanding=True)),
+            )
+        ),
+        Process.status == lifecycle.ProcessStatus.PENDING.value,
+    )
+    .order_by(Process.id)
+    .with_for_update()
+)
 
 
 async def _instances_of_tenant(
@@ -601,13 +637,20 @@ async def _dispatch(
     request: WebhookRequest,
 ) -> None:
     ctx = plugin_service.build_context(runtime, spec, community, instance)
-    await spec.plugin.receive_webhook(ctx, request)
-    if await plugin_service.save_effects(session, instance, ctx):
+    await plugin_service.call_plugin(spec, ctx, lambda: spec.plugin.receive_webhook(ctx, request))
+    if await plugin_service.save_effects(session, runtime, instance, ctx):
         return  # the platform revoked us: the instance and its processes are gone
     if not spec.processes:
         return  # a plugin with no process type has no process to tell
-    open_processes = await session.scalars(_OPEN_PROCESSES, {"instance_id": instance.id})
-    for process in open_processes:
+    keys = spec.plugin.webhook_keys(request)
+    if keys is None:
+        open_processes = await session.scalars(_OPEN_PROCESSES, {"instance_id": instance.id})
+    elif not keys:
+        return
+    else:
+        params = {"instance_id": instance.id, "keys": list(keys)}
+        open_processes = await session.scalars(_LISTENING_PROCESSES, params)
+    for process in open_processes.all():
         await process_service.receive_webhook(session, runtime, community, process, request)
 
 
