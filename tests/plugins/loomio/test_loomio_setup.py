@@ -22,6 +22,9 @@ from tests.plugins.loomio.conftest import (
     TOKEN,
     FakeLoomio,
     enable,
+    events,
+    legacy_message,
+    poll_record,
 )
 
 
@@ -150,3 +153,36 @@ async def test_a_generated_token_is_told_once_as_the_full_hook_url(loomio: FakeL
     assert again.notices == {}
     assert rotated.notices["hook_url"].endswith("&token=" + "x" * 20)
     assert token not in str(state.to_dict())
+
+
+async def test_the_enable_answer_shows_the_generated_hook_url_once(
+    gateway: TestGateway,
+    driver: DriverCredentials,
+    loomio: FakeLoomio,
+    driver_events: respx.Route,
+) -> None:
+    config = {"group_handle": "metagov", "api_key": MAIN_KEY, "server_url": LOOMIO}
+    enabled = await gateway.client.post(
+        "/api/internal/plugin/loomio", json=config, headers=driver.to("commons")
+    )
+    assert enabled.status_code == 201, enabled.text
+    hook_url = enabled.json()["notices"]["hook_url"]
+    assert hook_url.startswith(
+        f"{BASE}/api/hooks/commons/loomio?community_platform_id=metagov&token="
+    )
+
+    loomio.polls["m20ZprvH"] = poll_record()
+    posted = await gateway.client.post(
+        hook_url.removeprefix(BASE), json=legacy_message("poll_created", f"{LOOMIO}/p/m20ZprvH")
+    )
+    assert posted.status_code == 200
+    await gateway.drain()
+    assert [e["event_type"] for e in events(driver_events)] == ["poll_created"]
+
+    changed = await gateway.client.put(
+        f"/api/internal/plugin/loomio/{enabled.json()['id']}",
+        json={"group_handle": "metagov", "server_url": LOOMIO},
+        headers=driver.to("commons"),
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["notices"] is None  # the token did not change: nothing to show
