@@ -88,6 +88,11 @@ async def test_config_is_validated_field_by_field(
     short_token = await enable(gateway, driver, webhook_token="short")
     assert short_token.status_code == 422
     assert short_token.json()["errors"][0]["loc"][-1] == "webhook_token"
+
+    not_ascii = await enable(gateway, driver, api_key="clé-secrète")
+    assert not_ascii.status_code == 422
+    assert not_ascii.json()["errors"][0]["loc"][-1] == "api_key"
+    assert "secrète" not in not_ascii.text
     assert not loomio.memberships.called
 
 

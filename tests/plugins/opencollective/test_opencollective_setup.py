@@ -125,3 +125,14 @@ async def test_a_rejected_personal_token_is_refused(
     assert response.json()["code"] == "opencollective_error"
     assert "rejected the personal token" in response.json()["detail"]
     assert PERSONAL_TOKEN not in response.text
+
+
+async def test_tokens_must_fit_in_a_header(
+    gateway: TestGateway, driver: DriverCredentials, oc: FakeOpenCollective
+) -> None:
+    response = await enable(gateway, driver, access_token="jeton secret é")
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"][-1] == "access_token"
+    assert "jeton" not in response.text
+    assert oc.calls == []

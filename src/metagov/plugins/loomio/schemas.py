@@ -22,6 +22,17 @@ DEFAULT_SERVER = "https://www.loomio.com"
 POLL_TYPES = ("proposal", "poll", "count", "score", "ranked_choice", "meeting", "dot_vote")
 
 
+def _visible(raw: str) -> bool:
+    return bool(raw) and raw.isascii() and raw.isprintable() and " " not in raw
+
+
+def _visible_secret(cls: Any, value: SecretStr) -> SecretStr:
+    """Keys and tokens travel in URLs and headers: printable ASCII without spaces."""
+    if not _visible(value.get_secret_value()):
+        raise ValueError("must be printable ASCII without spaces")
+    return value
+
+
 def _join_keys(cls: Any, value: Any) -> Any:
     """Subgroup keys arrive as a list; they are stored as one secret (the core encrypts single
     secret values), joined by commas, which never occur in a Loomio API key."""
@@ -29,8 +40,10 @@ def _join_keys(cls: Any, value: Any) -> Any:
         keys = []
         for item in value:
             key = item.get_secret_value() if isinstance(item, SecretStr) else item
-            if not isinstance(key, str) or not key.strip() or "," in key:
-                raise ValueError("each subgroup API key is a non-empty string without commas")
+            if not isinstance(key, str) or not _visible(key.strip()) or "," in key:
+                raise ValueError(
+                    "each subgroup API key is printable ASCII, without spaces or commas"
+                )
             keys.append(key.strip())
         if len(keys) > 50:
             raise ValueError("at most 50 subgroup API keys")
@@ -84,6 +97,7 @@ class LoomioConfig(BaseModel):
     # A field validator rather than an annotation, so that the re-configure model the core
     # derives from this one (secret fields made optional) keeps it.
     _subgroup_keys = field_validator("subgroup_api_keys", mode="before")(_join_keys)
+    _secrets = field_validator("api_key", "webhook_token")(_visible_secret)
 
     @field_validator("server_url")
     @classmethod

@@ -201,11 +201,14 @@ class OpenCollectivePlugin(Plugin[OpenCollectiveConfig]):
         return OAuthInstall(slug, config, installer, credentials_expire_at=_expiry(granted))
 
     async def refresh_credentials(self, ctx: Ctx) -> None:
+        """Trade the refresh token for a new access token. A token that cannot be refreshed is a
+        400 naming why (at enable time: the config is wrong; later: install again)."""
         refresh = ctx.config.refresh_token
         if ctx.config.token_type != OAUTH or refresh is None or self.app.client_secret is None:
-            raise CredentialsRejected(
+            raise PluginError(
                 "Open Collective rejected the access token and it cannot be refreshed; install "
-                "the plugin again"
+                "the plugin again",
+                code="credentials_rejected",
             )
         try:
             granted = await request_token(
@@ -219,9 +222,10 @@ class OpenCollectivePlugin(Plugin[OpenCollectiveConfig]):
                 },
             )
         except OpenCollectiveApiError as exc:
-            raise CredentialsRejected(
+            raise PluginError(
                 f"Open Collective refused to refresh the access token ({exc.detail}); install "
-                "the plugin again"
+                "the plugin again",
+                code="credentials_rejected",
             ) from None
         ctx.update_secrets(
             {

@@ -50,6 +50,15 @@ class OpenCollectiveSettings(BaseSettings):
         return value.rstrip("/")
 
 
+def _visible_ascii(cls: Any, value: SecretStr | None) -> SecretStr | None:
+    """Tokens travel in HTTP headers: printable ASCII without spaces."""
+    if value is not None:
+        raw = value.get_secret_value()
+        if not (raw.isascii() and raw.isprintable()) or " " in raw:
+            raise ValueError("must be printable ASCII without spaces")
+    return value
+
+
 def _new_token() -> SecretStr:
     return SecretStr(secrets.token_urlsafe(32))
 
@@ -76,6 +85,8 @@ class OpenCollectiveConfig(BaseModel):
         max_length=200,
         description="Secret carried by the hook URL (?token=); generated when omitted",
     )
+
+    _tokens = field_validator("access_token", "refresh_token", "webhook_token")(_visible_ascii)
 
 
 class Empty(BaseModel):
