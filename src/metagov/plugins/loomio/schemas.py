@@ -188,7 +188,7 @@ class GetPoll(SubgroupParams):
 class OptionVotes(BaseModel):
     count: int = Field(description="How many voters chose it")
     users: list[str] = Field(description="Their Loomio user ids (Loomio lists at most 50)")
-    score: float | None = Field(
+    score: int | float | None = Field(
         None, description="Total score (score, dot_vote and ranked_choice polls)"
     )
 
@@ -197,7 +197,7 @@ class PollOutcome(BaseModel):
     votes: dict[str, OptionVotes]
     voters_count: int | None = None
     undecided_voters_count: int | None = None
-    cast_stances_pct: float | None = None
+    cast_stances_pct: int | float | None = None
     url: str
     closed_at: str | None = None
 
