@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -312,6 +312,11 @@ class OpenCollectivePlugin(Plugin[OpenCollectiveConfig]):
         # Each activity has its own id; Open Collective does not retry, but a repeat is one.
         found = activity.get("id") if isinstance(activity, dict) else None
         return WebhookAccepted(delivery_id=f"activity:{found}" if found is not None else None)
+
+    def webhook_keys(self, webhook: WebhookRequest) -> Sequence[str] | None:
+        """No process listens to webhooks: votes count reactions, which Open Collective sends
+        no webhook for."""
+        return []
 
     async def receive_webhook(self, ctx: Ctx, webhook: WebhookRequest) -> None:
         try:
