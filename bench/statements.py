@@ -27,13 +27,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from metagov.services import webhooks
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from metagov.db import migrate
 from metagov.db.base import utcnow
 from metagov.db.engine import single_statement
 from metagov.db.models import Community, Driver, PluginInstance
-from metagov.services import webhooks
 
 RAW_INSERT = """
 INSERT INTO inbound_webhooks

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from metagov.services.processes import run_due_processes
+
 from metagov.config import Settings
 from metagov.runtime import Runtime
-from metagov.services.processes import run_due_processes
 
 
 def _memory_kb() -> dict[str, int]:

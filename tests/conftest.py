@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +27,11 @@ from metagov.crypto import generate_key
 from metagov.db import migrate
 from metagov.db.base import Base
 from metagov.db.engine import create_engine
+from metagov.jobs.queue import Job, JobQueue, LocalQueue, NullQueue
+from metagov.jobs.sweeper import run_job
 from metagov.plugins.registry import PluginRegistry
 from metagov.runtime import Runtime
-from metagov.services import drivers
+from metagov.tenancy import service as drivers
 from tests.fakes import FAKE_PLUGINS
 
 PG_URL = os.environ.get("METAGOV_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -130,9 +132,39 @@ def make_registry() -> PluginRegistry:
     return registry
 
 
+class PluggableQueue:
+    """The test app's job queue: it rings nowhere (a test decides when jobs run) until a test
+    plugs in a queue of its own with :func:`plug_queue`."""
+
+    def __init__(self) -> None:
+        self.inner: JobQueue = NullQueue()
+
+    async def enqueue(self, job: Job) -> None:
+        await self.inner.enqueue(job)
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> None:
+        await self.inner.enqueue_many(jobs)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def plug_queue(runtime: Runtime, queue: JobQueue) -> None:
+    """Send the jobs the app rings from now on to ``queue``."""
+    assert isinstance(runtime.queue, PluggableQueue)
+    runtime.queue.inner = queue
+
+
+def running_queue(runtime: Runtime) -> LocalQueue:
+    """An in-process queue that runs the jobs rung into it, as the embedded mode does."""
+    queue = LocalQueue()
+    queue.start(lambda job: run_job(runtime, job))
+    return queue
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, make_registry())
+    application = create_app(settings, make_registry(), queue=PluggableQueue())
     async with application.router.lifespan_context(application):
         yield application
 
@@ -166,7 +198,7 @@ class DriverKey:
 
 
 async def make_driver(runtime: Runtime, name: str) -> DriverKey:
-    async with runtime.sessions() as session, session.begin():
+    async with runtime.unit_of_work() as session:
         new = await drivers.create_driver(session, runtime.secrets, name)
     return DriverKey(name, new.api_key, new.webhook_secret)
 
@@ -207,5 +239,5 @@ async def community(client: httpx.AsyncClient, alice: DriverKey) -> dict[str, An
 
 
 async def count_rows(runtime: Runtime, table: str) -> int:
-    async with runtime.engine.connect() as conn:
+    async with runtime.db.engine.connect() as conn:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())  # noqa: S608

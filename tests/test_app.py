@@ -12,7 +12,7 @@ from metagov.app import create_app
 from metagov.config import DEVELOPMENT_SECRET_KEY, Settings
 from metagov.crypto import generate_key
 from metagov.runtime import Runtime
-from metagov.services import drivers
+from metagov.tenancy import service as drivers
 from tests.conftest import DriverKey, make_registry, make_settings
 
 
@@ -55,7 +55,7 @@ async def test_internal_routes_need_a_valid_key(
     basic = await client.get("/api/internal/community/x", headers={"Authorization": "Basic eDp5"})
     assert basic.status_code == 401
 
-    async with runtime.sessions() as session, session.begin():
+    async with runtime.unit_of_work() as session:
         await drivers.revoke_driver(session, "alice")
     revoked = await client.post("/api/internal/community", json={}, headers=alice.headers)
     assert revoked.status_code == 401

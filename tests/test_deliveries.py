@@ -19,11 +19,14 @@ from sqlalchemy import select
 
 from metagov.db.base import utcnow
 from metagov.db.models import Community, Delivery, Driver, Process
-from metagov.jobs.functions import FUNCTIONS, sweep
-from metagov.jobs.queue import LocalQueue, take_doorbells, unit_of_work
+from metagov.jobs.queue import LocalQueue, take_doorbells
+from metagov.jobs.sweeper import sweep
+from metagov.outbox import handlers as deliveries
+from metagov.outbox import repository as outbox_repository
+from metagov.outbox import service as events
 from metagov.runtime import Runtime
-from metagov.services import deliveries, drivers, events
-from tests.conftest import DriverKey
+from metagov.tenancy import service as drivers
+from tests.conftest import DriverKey, plug_queue, running_queue
 
 EVENTS_URL = "https://driver.example/metagov/events"
 CALLBACK_URL = "https://driver.example/callbacks/1"
@@ -42,15 +45,15 @@ def verify(secret: str, request: httpx.Request) -> list[bool]:
 
 @pytest.fixture
 async def jobs(runtime: Runtime) -> AsyncIterator[LocalQueue]:
-    queue = LocalQueue(runtime, FUNCTIONS)
-    runtime.queue = queue
+    queue = running_queue(runtime)
+    plug_queue(runtime, queue)
     yield queue
     await queue.close()
 
 
 @pytest.fixture
 async def driver_url(runtime: Runtime, alice: DriverKey, community: dict[str, Any]) -> str:
-    async with unit_of_work(runtime) as session:
+    async with runtime.unit_of_work() as session:
         await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), EVENTS_URL)
     return EVENTS_URL
 
@@ -138,7 +141,7 @@ async def test_retry_after_is_honoured(
     respx_mock.post(EVENTS_URL).respond(429, headers={"Retry-After": "120"})
     await lucky(client, alice, 1)
     await jobs.join()
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         delivery = await session.scalar(select(Delivery))
     assert delivery is not None
     assert delivery.status == "pending"
@@ -198,10 +201,10 @@ async def test_gone_disables_the_endpoint_until_re_enabled(
     await drain(runtime, jobs)
     assert len(route.calls) == 1  # nothing more is sent to a Gone endpoint
 
-    async with unit_of_work(runtime) as session:
+    async with runtime.unit_of_work() as session:
         driver = await session.scalar(select(Driver).where(Driver.name == "alice"))
         assert driver is not None and driver.endpoint_disabled_at is not None
-        await deliveries.enable_endpoint(session, driver)
+        await events.enable_endpoint(session, driver)
     await drain(runtime, jobs)
     numbers = [json.loads(c.request.content)["data"]["number"] for c in route.calls]
     assert numbers == [1, 1, 2]
@@ -275,7 +278,7 @@ async def test_secret_rotation_signs_with_both_during_the_overlap(
     respx_mock: respx.MockRouter,
 ) -> None:
     route = respx_mock.post(EVENTS_URL).respond(200)
-    async with unit_of_work(runtime) as session:
+    async with runtime.unit_of_work() as session:
         driver = await drivers.get_driver(session, "alice")
         new_secret = await drivers.rotate_webhook_secret(
             session, runtime.secrets, driver, overlap=timedelta(hours=1)
@@ -313,7 +316,7 @@ async def test_timeouts_count_as_failures(
     respx_mock.post(EVENTS_URL).mock(side_effect=httpx.ReadTimeout("slow driver"))
     await lucky(client, alice, 1)
     await jobs.join()
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         delivery = await session.scalar(select(Delivery))
     assert delivery is not None
     assert delivery.status == "pending"
@@ -344,7 +347,7 @@ async def backlog(client: httpx.AsyncClient, runtime: Runtime, driver: DriverKey
     """``n`` events waiting in one partition (no job runs to deliver them); returns it."""
     for number in range(1, n + 1):
         await lucky(client, driver, number)
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         partitions = (await session.scalars(select(Delivery.partition).distinct())).all()
     [partition] = partitions
     return partition
@@ -374,7 +377,7 @@ async def test_a_backlog_goes_out_in_order_each_success_claiming_the_next_head(
     assert [json.loads(c.request.content)["data"]["number"] for c in route.calls] == [1, 2, 3]
     # PostgreSQL claims the 2nd and 3rd with the successes before them, then looks once more.
     assert len(claims) == (2 if backend == "postgresql" else 4)
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         rows = (await session.scalars(select(Delivery).order_by(Delivery.seq))).all()
     assert [(d.status, d.attempts, d.lease_until) for d in rows] == [("succeeded", 1, None)] * 3
 
@@ -391,13 +394,13 @@ async def test_a_success_after_the_lease_was_lost_claims_nothing_more(
     claim = await deliveries.claim_head(runtime, partition)
     assert claim is not None
     # The lease ran out and another worker claimed the delivery again.
-    async with unit_of_work(runtime) as session:
+    async with runtime.unit_of_work() as session:
         taken = await session.get_one(Delivery, claim.delivery_id)
         taken.lease_until = claim.lease + timedelta(seconds=1)
     result = await deliveries.attempt(runtime, claim, claim_next=True)
 
     assert result == deliveries.Result(delivered=False)
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         rows = (await session.scalars(select(Delivery).order_by(Delivery.seq))).all()
     assert [(d.status, d.attempts) for d in rows] == [("pending", 1), ("pending", 0)]
     assert rows[1].lease_until is None
@@ -415,7 +418,7 @@ async def test_the_last_success_a_job_may_make_claims_nothing_more(
     assert await deliveries.deliver_partition(runtime, partition, limit=2) == 2
 
     assert [json.loads(c.request.content)["data"]["number"] for c in route.calls] == [1, 2]
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         last = await session.scalar(select(Delivery).where(Delivery.seq == 3))
     assert last is not None
     assert (last.status, last.attempts, last.lease_until) == ("pending", 0, None)
@@ -426,9 +429,9 @@ async def test_an_event_gets_a_delivery_and_a_doorbell_per_endpoint(
 ) -> None:
     # Not ASCII: PostgreSQL names the Driver's partition itself, from the same UTF-8 bytes.
     driver_url = "https://driver.example/événements"
-    async with unit_of_work(runtime) as session:
+    async with runtime.unit_of_work() as session:
         await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), driver_url)
-    async with unit_of_work(runtime) as session:
+    async with runtime.unit_of_work() as session:
         cid = await session.scalar(select(Community.id).where(Community.slug == "commons"))
         assert cid is not None
         process = Process(
@@ -442,17 +445,23 @@ async def test_an_event_gets_a_delivery_and_a_doorbell_per_endpoint(
         await session.flush()
         first = await events.record_event(session, cid, source="test", event_type="a", data={})
         second = await events.record_event(
-            session, cid, source="test", event_type="b", data={"x": 1}, process=process
+            session,
+            cid,
+            source="test",
+            event_type="b",
+            data={"x": 1},
+            process_id=process.id,
+            callback_url=process.callback_url,
         )
         rung = take_doorbells(session, "deliver")
-    to_driver = events.partition_of(cid, driver_url)
-    to_callback = events.partition_of(cid, CALLBACK_URL)
+    to_driver = outbox_repository.partition_of(cid, driver_url)
+    to_callback = outbox_repository.partition_of(cid, CALLBACK_URL)
     assert {job.key for job in rung} == {
         f"deliver:{to_driver}:1",
         f"deliver:{to_driver}:2",
         f"deliver:{to_callback}:2",
     }
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         made = (await session.scalars(select(Delivery).order_by(Delivery.seq, Delivery.id))).all()
     assert [(d.event_id, d.seq, d.target, d.url, d.partition) for d in made] == [
         (first, 1, "driver", driver_url, to_driver),

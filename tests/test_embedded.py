@@ -14,9 +14,8 @@ from fastapi import FastAPI
 
 from metagov import signing
 from metagov.app import create_app
-from metagov.jobs.queue import unit_of_work
 from metagov.logs import JSONFormatter
-from metagov.services import drivers
+from metagov.tenancy import service as drivers
 from tests.conftest import DriverKey, make_community, make_driver, make_registry, make_settings
 from tests.receiver import DriverReceiver
 
@@ -40,7 +39,7 @@ async def http(serving: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def setup_driver(serving: FastAPI, http: httpx.AsyncClient, url: str) -> DriverKey:
     runtime = serving.state.runtime
     driver = await make_driver(runtime, "alice")
-    async with unit_of_work(runtime) as session:
+    async with runtime.unit_of_work() as session:
         await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), url)
     plugins: list[dict[str, Any]] = [{"name": "webhook", "config": {"secret": SECRET}}]
     await make_community(http, driver, "commons", plugins)

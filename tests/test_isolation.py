@@ -258,7 +258,7 @@ async def world(
     # An event with a delivery: alice gets an event URL (Drivers have no route to set it), sets
     # a lucky number, and the delivery is marked dead as if its retries had run out, so that a
     # leaking bulk replay would show as a change.
-    async with runtime.sessions() as session, session.begin():
+    async with runtime.unit_of_work() as session:
         await session.execute(
             update(Driver).where(Driver.name == alice.name).values(event_url=ALICE_EVENT_URL)
         )
@@ -269,7 +269,7 @@ async def world(
             headers=headers,
         )
     )
-    async with runtime.sessions() as session, session.begin():
+    async with runtime.unit_of_work() as session:
         (delivery,) = (await session.scalars(select(Delivery))).all()
         delivery.status = "dead"
     (randomness,) = (p for p in community["plugins"] if p["name"] == "randomness")
@@ -287,7 +287,7 @@ async def world(
 async def alice_rows(runtime: Runtime, alice: DriverKey) -> dict[str, list[dict[str, Any]]]:
     """Every row of alice's, as stored (config, encrypted secrets, state included)."""
     drivers, communities = Driver.__table__, Community.__table__
-    async with runtime.engine.connect() as conn:
+    async with runtime.db.engine.connect() as conn:
 
         async def rows_of(query: Any) -> list[dict[str, Any]]:
             return [dict(row) for row in (await conn.execute(query)).mappings()]

@@ -37,7 +37,7 @@ def emit_a_busy_second() -> None:
     arq.info("%6.2fs ← %s ● %s", 0.02, "handle_webhook:7", "None")
     arq.warning("job %s expired", "x")
     logging.getLogger("httpx").info('HTTP Request: POST http://driver/events "HTTP/1.1 200 OK"')
-    logging.getLogger("metagov.services.deliveries").info("delivery attempt")
+    logging.getLogger("metagov.outbox.handlers").info("delivery attempt")
 
 
 def test_info_drops_per_job_and_per_request_lines(configured: Collect) -> None:
@@ -47,7 +47,7 @@ def test_info_drops_per_job_and_per_request_lines(configured: Collect) -> None:
     assert configured.lines == [
         "arq.worker Starting worker for 5 functions: deliver, ...",
         "arq.worker job x expired",
-        "metagov.services.deliveries delivery attempt",
+        "metagov.outbox.handlers delivery attempt",
     ]
 
 

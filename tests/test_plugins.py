@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from metagov.crypto import SecretBox, generate_key
+from metagov.instances.service import rotate_secrets
 from metagov.runtime import Runtime
-from metagov.services.plugins import rotate_secrets
 from tests.conftest import TEST_SECRET_KEY, DriverKey
 
 TOKEN = "xoxb-very-secret-token"
@@ -85,7 +85,7 @@ async def test_secrets_are_encrypted_at_rest_and_never_logged(
         json={"parameters": {"text": "x"}},
         headers=alice.to("commons"),
     )
-    async with runtime.engine.connect() as conn:
+    async with runtime.db.engine.connect() as conn:
         rows = (
             await conn.execute(text("SELECT config, secrets, state FROM plugin_instances"))
         ).all()
@@ -238,10 +238,10 @@ async def test_key_rotation_re_encrypts_under_the_new_key(
 ) -> None:
     await enable_echo(client, alice)
     new_key = generate_key()
-    async with runtime.sessions() as session, session.begin():
+    async with runtime.unit_of_work() as session:
         # the echo instance, and the Driver's event signing secret
         assert await rotate_secrets(session, SecretBox([new_key, TEST_SECRET_KEY])) == 2
-    async with runtime.engine.connect() as conn:
+    async with runtime.db.engine.connect() as conn:
         token = (
             await conn.execute(
                 text("SELECT secrets FROM plugin_instances WHERE secrets IS NOT NULL")

@@ -15,8 +15,9 @@ from metagov.app import create_app
 from metagov.config import Settings
 from metagov.db.base import utcnow
 from metagov.db.models import Process
+from metagov.processes.handlers import run_due_process, run_due_processes
+from metagov.processes.service import due_process_ids
 from metagov.runtime import Runtime
-from metagov.services.processes import due_process_ids, run_due_process, run_due_processes
 from tests.conftest import (
     RANDOMNESS,
     DriverKey,
@@ -25,6 +26,7 @@ from tests.conftest import (
     make_driver,
     make_registry,
     make_settings,
+    plug_queue,
 )
 from tests.fakes import RecordingQueue
 
@@ -192,7 +194,7 @@ async def test_the_job_that_closes_a_process_delivers_its_event(
     route = respx_mock.post(callback).respond(200)
     due = (await start_vote(client, alice, delay_seconds=0, callback_url=callback)).json()
     queue = RecordingQueue()
-    runtime.queue = queue
+    plug_queue(runtime, queue)
 
     assert await run_due_process(runtime, due["id"])
 
@@ -221,7 +223,7 @@ async def test_failing_deadline_close_is_recorded_and_retried_later(
     await enable_echo(client, alice)
     headers = alice.to("commons")
     started = (await client.post(APPROVAL, json={"question": "explode"}, headers=headers)).json()
-    async with runtime.sessions() as session, session.begin():
+    async with runtime.unit_of_work() as session:
         process = await session.get_one(Process, started["id"])
         process.closing_at = utcnow()
     assert await run_due_processes(runtime) == 0

@@ -78,7 +78,7 @@ async def test_enable_mints_credentials_and_shows_the_hook_url_once(
     assert parse_qs(hook.query) == {"community_platform_id": ["S1"], "token": ["tok-123"]}
     again = await gw.client.get("/api/internal/community/commons", headers=alice.headers)
     assert again.json()["plugins"][0]["notices"] is None
-    async with gw.runtime.engine.connect() as conn:
+    async with gw.runtime.db.engine.connect() as conn:
         stored = (await conn.execute(text("SELECT config, secrets FROM plugin_instances"))).one()
     assert "access-1" not in str(stored) and "tok-123" not in str(stored)
 
@@ -137,7 +137,7 @@ async def hook(gw: TestGateway, payload: dict[str, Any], **query: str) -> httpx.
 
 
 async def inbox_rows(gw: TestGateway) -> int:
-    async with gw.runtime.engine.connect() as conn:
+    async with gw.runtime.db.engine.connect() as conn:
         return int((await conn.execute(text("SELECT count(*) FROM inbound_webhooks"))).scalar_one())
 
 
@@ -157,7 +157,7 @@ async def test_url_token_webhooks_keep_their_query_but_never_the_token(
 
     [event] = [e for e in delivered(respx_mock) if e["event_type"] == "ballot.note"]
     assert event["data"]["query"] == {"channel": "general"}
-    async with gw.runtime.engine.connect() as conn:
+    async with gw.runtime.db.engine.connect() as conn:
         stored = (await conn.execute(text("SELECT query FROM inbound_webhooks"))).scalar_one()
     assert "tok-123" not in str(stored)
 

@@ -19,19 +19,21 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from metagov.app import create_app
-from metagov.jobs.functions import FUNCTIONS
-from metagov.jobs.queue import LocalQueue, unit_of_work
+from metagov.jobs.queue import LocalQueue
 from metagov.plugins.slack import SlackPlugin
 from metagov.plugins.slack.schemas import SlackSettings
 from metagov.runtime import Runtime
-from metagov.services import drivers
+from metagov.tenancy import service as drivers
 from tests.conftest import (
     RANDOMNESS,
     DriverKey,
+    PluggableQueue,
     make_community,
     make_driver,
     make_registry,
     make_settings,
+    plug_queue,
+    running_queue,
 )
 
 API = "https://slack.test/api"
@@ -67,12 +69,11 @@ async def gateway(database_url: str) -> AsyncIterator[FastAPI]:
     settings = make_settings(
         database_url, auth_redirect_allowlist=DONE, base_url="https://metagov.test"
     )
-    app = create_app(settings, registry)
+    app = create_app(settings, registry, queue=PluggableQueue())
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
-        runtime.queue = LocalQueue(runtime, FUNCTIONS)
+        plug_queue(runtime, running_queue(runtime))
         yield app
-        await runtime.queue.close()
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ async def client(gateway: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def alice(runtime: Runtime, client: httpx.AsyncClient) -> DriverKey:
     driver = await make_driver(runtime, "alice")
-    async with unit_of_work(runtime) as session:
+    async with runtime.unit_of_work() as session:
         await drivers.set_event_url(
             session, await drivers.get_driver(session, "alice"), DRIVER_EVENTS
         )
@@ -169,8 +170,9 @@ def form(call: respx.models.Call) -> dict[str, str]:
 
 
 async def settle(runtime: Runtime) -> None:
-    assert isinstance(runtime.queue, LocalQueue)
-    await runtime.queue.join()
+    assert isinstance(runtime.queue, PluggableQueue)
+    assert isinstance(runtime.queue.inner, LocalQueue)
+    await runtime.queue.inner.join()
 
 
 # --- OAuth -----------------------------------------------------------------------------------
@@ -258,7 +260,7 @@ async def test_install_happy_path(
     assert slack["config"]["bot_user_id"] == "U0KRQLJ9H"
     assert slack["secrets_set"] == ["bot_token"]
     assert BOT_TOKEN not in community.text
-    async with runtime.engine.connect() as conn:
+    async with runtime.db.engine.connect() as conn:
         rows = (await conn.execute(text("SELECT config, secrets FROM plugin_instances"))).all()
     assert BOT_TOKEN not in repr(rows)
 
@@ -402,7 +404,7 @@ async def test_forged_slack_requests_get_401(
         del headers["X-Slack-Signature"]
     response = await client.post("/api/hooks/slack", content=body, headers=headers)
     assert response.status_code == 401
-    async with runtime.engine.connect() as conn:
+    async with runtime.db.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM inbound_webhooks"))).scalar_one() == 0
 
 

@@ -12,9 +12,9 @@ from sqlalchemy import select, update
 
 from metagov.db.base import utcnow
 from metagov.db.models import PluginInstance, TaskSchedule
-from metagov.jobs.functions import sweep
+from metagov.instances.handlers import run_task
+from metagov.jobs.sweeper import sweep
 from metagov.runtime import Runtime
-from metagov.services.tasks import run_task
 from tests.conftest import DriverKey
 
 
@@ -29,13 +29,13 @@ async def enable(client: httpx.AsyncClient, driver: DriverKey, team: str) -> int
 
 
 async def ticks(runtime: Runtime, instance_id: int) -> int:
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         instance = await session.get_one(PluginInstance, instance_id)
         return int(instance.state.get("ticks", 0))
 
 
 async def schedules(runtime: Runtime) -> dict[int, TaskSchedule]:
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         rows = await session.scalars(select(TaskSchedule))
         return {row.plugin_instance_id: row for row in rows}
 
@@ -63,7 +63,7 @@ async def test_tasks_run_once_per_period_for_each_instance(
     assert timedelta(minutes=4) < due_in <= timedelta(minutes=5)
     assert (await sweep(runtime)).tasks == 0  # not due again yet
 
-    async with runtime.sessions() as session, session.begin():
+    async with runtime.unit_of_work() as session:
         await session.execute(update(TaskSchedule).values(next_run_at=utcnow()))
     assert (await sweep(runtime)).tasks == 2
     assert await run_task(runtime, good, "tick")

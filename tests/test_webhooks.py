@@ -20,11 +20,13 @@ from sqlalchemy import select, text
 
 from metagov import metrics
 from metagov.db.models import Delivery, InboundWebhook
-from metagov.jobs.functions import sweep
-from metagov.jobs.queue import unit_of_work
+from metagov.inbox import handlers as webhooks
+from metagov.inbox import service as inbox
+from metagov.inbox.repository import Target
+from metagov.jobs.sweeper import sweep
 from metagov.runtime import Runtime
-from metagov.services import drivers, webhooks
-from tests.conftest import DriverKey, count_rows
+from metagov.tenancy import service as drivers
+from tests.conftest import DriverKey, count_rows, plug_queue
 from tests.fakes import RecordingQueue
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -62,7 +64,7 @@ async def hooked(
 
 async def handle_all(runtime: Runtime) -> None:
     """Run the webhook jobs the way a worker would (the test app runs no jobs by itself)."""
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         ids = (await session.scalars(select(InboundWebhook.id))).all()
     for inbox_id in ids:
         await webhooks.handle(runtime, inbox_id)
@@ -158,7 +160,7 @@ async def test_handler_failures_are_recorded_and_retried(
     body = b"not json at all"
     assert (await client.post(HOOK, content=body, headers=standard_signed(body))).status_code == 200
     await handle_all(runtime)
-    async with runtime.engine.connect() as conn:
+    async with runtime.db.engine.connect() as conn:
         row = (
             await conn.execute(text("SELECT status, attempts, last_error FROM inbound_webhooks"))
         ).one()
@@ -193,7 +195,7 @@ async def test_events_keep_the_order_webhooks_arrived_in(
     for n in range(3):
         body = json.dumps({"action": f"step-{n}"}).encode()
         await client.post(HOOK, content=body, headers=standard_signed(body, msg_id=f"msg_{n}"))
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         ids = sorted((await session.scalars(select(InboundWebhook.id))).all())
     # The jobs run newest first: the older webhooks are still handled before it.
     assert await webhooks.handle(runtime, ids[2])
@@ -210,11 +212,12 @@ async def test_sweep_rings_one_job_per_sender_for_a_backlog(
         body = json.dumps({"action": f"step-{n}"}).encode()
         headers = standard_signed(body, msg_id=f"msg_backlog_{n}")
         assert (await client.post(HOOK, content=body, headers=headers)).status_code == 200
-    runtime.queue = queue = RecordingQueue()
+    queue = RecordingQueue()
+    plug_queue(runtime, queue)
     report = await sweep(runtime)
     assert report.webhooks == 1
     [job] = [j for j in queue.jobs if j.name == "handle_webhook"]
-    await webhooks.handle(runtime, *map(int, job.args))
+    await webhooks.handle_sender(runtime, *job.args)
     assert [e["event_type"] for e in await events(client, alice)] == [
         f"step-{n}" for n in range(12)
     ]
@@ -230,15 +233,15 @@ async def post_and_point_driver(
     """A stored webhook and a Driver with an event URL; returns the queue jobs ring from now on."""
     body = json.dumps({"action": action}).encode()
     assert (await client.post(HOOK, content=body, headers=standard_signed(body))).status_code == 200
-    async with unit_of_work(runtime) as session:
+    async with runtime.unit_of_work() as session:
         await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), EVENTS_URL)
     queue = RecordingQueue()
-    runtime.queue = queue
+    plug_queue(runtime, queue)
     return queue
 
 
 async def delivery_statuses(runtime: Runtime) -> list[str]:
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         return list((await session.scalars(select(Delivery.status))).all())
 
 
@@ -270,7 +273,7 @@ async def test_a_delivery_that_breaks_is_left_to_a_deliver_job(
 
     await handle_all(runtime)
 
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         row = await session.scalar(select(InboundWebhook))
     assert row is not None and row.status == "handled"
     assert [job.name for job in queue.jobs] == ["deliver"]
@@ -285,15 +288,15 @@ async def test_an_instance_disabled_while_its_webhook_arrives_is_a_404_not_a_500
 ) -> None:
     """The instance is looked up, then disabled before the webhook is stored: the platform is
     told the plugin is gone, and nothing is stored."""
-    look_up = webhooks._load_targets
+    look_up = inbox._load_targets
 
-    async def then_disabled(*args: Any) -> tuple[webhooks.Target, ...]:
+    async def then_disabled(*args: Any) -> tuple[Target, ...]:
         found = await look_up(*args)
-        async with runtime.engine.begin() as conn:
+        async with runtime.db.engine.begin() as conn:
             await conn.execute(text("DELETE FROM plugin_instances"))
         return found
 
-    monkeypatch.setattr(webhooks, "_load_targets", then_disabled)
+    monkeypatch.setattr(inbox, "_load_targets", then_disabled)
     body = b'{"action": "opened"}'
     response = await client.post(HOOK, content=body, headers=standard_signed(body))
     assert response.status_code == 404
@@ -371,16 +374,16 @@ async def test_an_instance_that_keeps_changing_is_a_503_and_stores_nothing(
 ) -> None:
     """Every look at the instance finds it changed again by the time the webhook is stored: the
     platform is asked to retry, and nothing is stored meanwhile."""
-    look_up = webhooks._load_targets
+    look_up = inbox._load_targets
     looks = 0
 
-    async def always_stale(*args: Any) -> tuple[webhooks.Target, ...]:
+    async def always_stale(*args: Any) -> tuple[Target, ...]:
         nonlocal looks
         looks += 1
         found = await look_up(*args)
         return tuple(replace(t, config_version=t.config_version - looks) for t in found)
 
-    monkeypatch.setattr(webhooks, "_load_targets", always_stale)
+    monkeypatch.setattr(inbox, "_load_targets", always_stale)
     body = b'{"action": "opened"}'
     response = await client.post(HOOK, content=body, headers=standard_signed(body))
     assert response.status_code == 503

@@ -44,7 +44,7 @@ from metagov.db.models import Delivery, Event, InboundWebhook, Process
 from metagov.jobs.queue import Job
 from metagov.jobs.worker import QUEUE_NAME, ArqQueue, build_worker, connect
 from metagov.runtime import Runtime
-from metagov.services import drivers
+from metagov.tenancy import service as drivers
 from tests.conftest import (
     BACKENDS,
     RANDOMNESS,
@@ -152,7 +152,7 @@ async def _stop_jobs(tasks: dict[str, asyncio.Task[Any]]) -> None:
 
 
 async def point_driver_at(runtime: Runtime, name: str, url: str) -> None:
-    async with runtime.sessions() as session, session.begin():
+    async with runtime.unit_of_work() as session:
         driver = await drivers.get_driver(session, name)
         await drivers.set_event_url(session, driver, url)
 
@@ -183,7 +183,7 @@ def assert_signed(secret: str, request: Received) -> None:
 
 
 async def deliveries_of(runtime: Runtime) -> list[Delivery]:
-    async with runtime.sessions() as session:
+    async with runtime.db.snapshot() as session:
         return list((await session.scalars(select(Delivery).order_by(Delivery.seq))).all())
 
 
@@ -386,7 +386,7 @@ async def test_vote_closes_exactly_once_with_two_workers(
         await asyncio.gather(run_burst(settings), run_burst(settings))
         await run_burst(settings)  # one more sweep: nothing may be sent again
 
-        async with gw.runtime.sessions() as session:
+        async with gw.runtime.db.snapshot() as session:
             process = await session.get_one(Process, process_id)
             assert process.status == "completed"
             assert process.outcome is not None and process.outcome["winner"] in {"yes", "no"}
@@ -434,14 +434,14 @@ async def test_duplicate_webhook_concurrently(pg_url: str, redis_db: aioredis.Re
         answers.append(await post())
         assert [r.status_code // 100 for r in answers] == [2] * 6, [r.text for r in answers]
 
-        async with gw.runtime.sessions() as session:
+        async with gw.runtime.db.snapshot() as session:
             stored = (await session.scalars(select(InboundWebhook))).all()
         assert len(stored) == 1
         assert stored[0].body == body
 
         await run_burst(settings)
 
-        async with gw.runtime.sessions() as session:
+        async with gw.runtime.db.snapshot() as session:
             events = (await session.scalars(select(Event))).all()
             handled = await session.scalar(
                 select(func.count())

@@ -1,6 +1,6 @@
-"""Plugin SDK v2: separate config and state versions, stored credentials' expiry, suspended
-instances, process leases for hooks run outside transactions, process listen keys, and the query
-string of stored webhooks.
+"""Plugin SDK v2 and hooks outside transactions: separate config and state versions, stored
+credentials' expiry, suspended instances, process leases, process listen keys, and the query
+string, sender and lease of stored webhooks.
 
 Revision ID: 0002
 Revises: 0001
@@ -40,6 +40,22 @@ def upgrade() -> None:
         batch.add_column(sa.Column("lease_until", TIME, nullable=True))
     with op.batch_alter_table("inbound_webhooks") as batch:
         batch.add_column(sa.Column("query", JSON, server_default="{}", nullable=False))
+        batch.add_column(
+            sa.Column("sender", sa.String(length=300), server_default="", nullable=False)
+        )
+        batch.add_column(sa.Column("lease_until", TIME, nullable=True))
+    # Webhooks stored before: their sender is their instance or their platform tenant.
+    op.execute(
+        "UPDATE inbound_webhooks SET sender = CASE WHEN plugin_instance_id IS NOT NULL "
+        "THEN 'i' || plugin_instance_id ELSE 'p' || plugin_name || ':' || "
+        "coalesce(community_platform_id, '') END"
+    )
+    op.create_index(
+        "ix_inbound_webhooks_sender_status_id",
+        "inbound_webhooks",
+        ["sender", "status", "id"],
+        unique=False,
+    )
     op.create_table(
         "process_listen_keys",
         sa.Column("process_id", sa.Integer(), nullable=False),
@@ -70,7 +86,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_process_listen_keys_instance_key", table_name="process_listen_keys")
     op.drop_table("process_listen_keys")
+    op.drop_index("ix_inbound_webhooks_sender_status_id", table_name="inbound_webhooks")
     with op.batch_alter_table("inbound_webhooks") as batch:
+        batch.drop_column("lease_until")
+        batch.drop_column("sender")
         batch.drop_column("query")
     with op.batch_alter_table("processes") as batch:
         batch.drop_column("lease_until")

@@ -15,10 +15,11 @@ from metagov.config import Settings
 from metagov.db import migrate
 from metagov.errors import install_error_handlers
 from metagov.jobs.embedded import EmbeddedRunner
+from metagov.jobs.queue import JobQueue, LocalQueue, NullQueue
 from metagov.jobs.worker import ArqQueue, connect
 from metagov.plugins.registry import PluginRegistry
 from metagov.runtime import Runtime
-from metagov.services import drivers
+from metagov.tenancy import service as tenancy
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,14 @@ have their own typed operations, with operation id `{plugin}.{action}`.
 """
 
 
-def create_app(settings: Settings | None = None, registry: PluginRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    registry: PluginRegistry | None = None,
+    *,
+    queue: JobQueue | None = None,
+) -> FastAPI:
+    """The gateway for ``settings``. Its jobs go to the queue of its mode (in-process without
+    Redis, arq with it) unless ``queue`` is given (tests decide themselves when jobs run)."""
     settings = settings or Settings()
     registry = registry or PluginRegistry.discover(
         allow=settings.plugins_allow, block=settings.plugins_block
@@ -47,11 +55,22 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
             )
         if settings.auto_migrate:
             await migrate.upgrade(settings.database_url)
-        async with Runtime.open(settings, registry) as runtime:
+        runner: EmbeddedRunner | None = None
+        chosen: JobQueue
+        if queue is not None:
+            chosen = queue
+        elif settings.runs_jobs_in_process:
+            chosen = LocalQueue()
+        elif settings.redis_url:
+            chosen = ArqQueue(await connect(settings.redis_url))
+        else:
+            log.warning("no Redis and jobs_in_process is off: no job will run")
+            chosen = NullQueue()
+        async with Runtime.open(settings, registry, queue=chosen) as runtime:
             if settings.driver_api_key is not None:
                 secret = settings.driver_webhook_secret
-                async with runtime.sessions() as session, session.begin():
-                    await drivers.ensure_env_driver(
+                async with runtime.unit_of_work() as session:
+                    await tenancy.ensure_env_driver(
                         session,
                         runtime.secrets,
                         api_key=settings.driver_api_key.get_secret_value(),
@@ -59,22 +78,16 @@ def create_app(settings: Settings | None = None, registry: PluginRegistry | None
                         webhook_secret=secret.get_secret_value() if secret else None,
                     )
             app.state.runtime = runtime
-            runner: EmbeddedRunner | None = None
-            if settings.runs_jobs_in_process:
-                runner = EmbeddedRunner(runtime)
-                runtime.queue = runner.queue
+            if isinstance(chosen, LocalQueue) and queue is None:
+                runner = EmbeddedRunner(runtime, chosen)
                 runner.start()
-            elif settings.redis_url:
-                runtime.queue = ArqQueue(await connect(settings.redis_url))
-            else:
-                log.warning("no Redis and jobs_in_process is off: no job will run")
             app.state.runner = runner
             try:
                 yield
             finally:
                 if runner is not None:
                     await runner.stop()
-                await runtime.queue.close()
+                await chosen.close()
 
     app = FastAPI(
         title="Metagov",

@@ -9,12 +9,13 @@ from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.config import Settings
 from metagov.crypto import SecretBox
+from metagov.db.engine import Session
 from metagov.errors import MetagovError
-from metagov.services import deliveries, drivers
+from metagov.outbox import service as outbox
+from metagov.tenancy import service as tenancy
 
 T = TypeVar("T")
 
@@ -104,16 +105,16 @@ def db_upgrade(revision: str = "head") -> None:
 def db_check() -> None:
     """Exit 1 unless the schema is at the newest revision."""
     from metagov.db import migrate
-    from metagov.db.engine import create_engine
+    from metagov.db.engine import Database
 
     settings = _settings()
 
     async def current() -> str | None:
-        engine = create_engine(settings.database_url)
+        db = Database(settings.database_url)
         try:
-            return await migrate.current_revision(engine)
+            return await migrate.current_revision(db.engine)
         finally:
-            await engine.dispose()
+            await db.dispose()
 
     now, head = _run(current), migrate.head_revision()
     if now != head:
@@ -123,26 +124,28 @@ def db_check() -> None:
 
 
 def _with_session(work: Callable[..., Awaitable[T]]) -> T:
-    from metagov.db.engine import create_engine, create_session_factory
+    """Run ``work`` in one transaction against the configured database. Jobs it rings are left
+    to the sweep of a running gateway or worker."""
+    from metagov.db.engine import Database
 
     settings = _settings()
 
     async def go() -> T:
         from metagov.db import migrate
 
-        engine = create_engine(settings.database_url)
+        db = Database(settings.database_url)
         try:
-            if not await migrate.schema_is_current(engine):
+            if not await migrate.schema_is_current(db.engine):
                 typer.secho(
                     "the database schema is missing or old: run `metagov db upgrade` first",
                     fg=typer.colors.RED,
                     err=True,
                 )
                 raise typer.Exit(1)
-            async with create_session_factory(engine)() as session, session.begin():
+            async with db.transaction() as session:
                 return await work(session)
         finally:
-            await engine.dispose()
+            await db.dispose()
 
     return _run(go)
 
@@ -164,7 +167,7 @@ def drivers_create(
     """Create a Driver; print its API key and its event signing secret (shown this once only)."""
     box = _box(_settings())
     try:
-        new = _with_session(lambda s: drivers.create_driver(s, box, name, event_url=event_url))
+        new = _with_session(lambda s: tenancy.create_driver(s, box, name, event_url=event_url))
     except MetagovError as exc:
         raise _fail(exc) from None
     typer.echo(f"Driver {name!r} created. Store these now; they are not shown again.")
@@ -175,7 +178,7 @@ def drivers_create(
 @drivers_app.command("list")
 def drivers_list() -> None:
     """List Drivers."""
-    for d in _with_session(drivers.list_drivers):
+    for d in _with_session(tenancy.list_drivers):
         state = f"revoked {d.revoked_at:%Y-%m-%d}" if d.revoked_at else "active"
         if d.endpoint_disabled_at:
             state += ", endpoint disabled (410)"
@@ -186,7 +189,7 @@ def drivers_list() -> None:
 def drivers_revoke(name: str) -> None:
     """Revoke a Driver's API key; its requests get 401 from now on."""
     try:
-        _with_session(lambda s: drivers.revoke_driver(s, name))
+        _with_session(lambda s: tenancy.revoke_driver(s, name))
     except MetagovError as exc:
         raise _fail(exc) from None
     typer.echo(f"Driver {name!r} revoked")
@@ -197,10 +200,9 @@ def drivers_set_event_url(name: str, event_url: str) -> None:
     """Change where a Driver receives events; this also re-enables an endpoint disabled by a 410,
     and its waiting events go out."""
 
-    async def work(session: AsyncSession) -> None:
-        driver = await drivers.get_driver(session, name)
-        await drivers.set_event_url(session, driver, event_url)
-        await deliveries.enable_endpoint(session, driver)
+    async def work(session: Session) -> None:
+        driver = await tenancy.get_driver(session, name)
+        await tenancy.set_event_url(session, driver, event_url)
 
     try:
         _with_session(work)
@@ -219,10 +221,10 @@ def drivers_rotate_secret(
     """Give a Driver a new event signing secret, printed once."""
     box = _box(_settings())
 
-    async def work(session: AsyncSession) -> str:
-        driver = await drivers.get_driver(session, name)
+    async def work(session: Session) -> str:
+        driver = await tenancy.get_driver(session, name)
         overlap = timedelta(hours=overlap_hours)
-        return await drivers.rotate_webhook_secret(session, box, driver, overlap=overlap)
+        return await tenancy.rotate_webhook_secret(session, box, driver, overlap=overlap)
 
     try:
         secret = _with_session(work)
@@ -239,7 +241,7 @@ def deliveries_list(
 ) -> None:
     """List deliveries, newest first."""
     status = "dead" if dead else None
-    found = _with_session(lambda s: deliveries.list_deliveries(s, status=status, limit=limit))
+    found = _with_session(lambda s: outbox.list_deliveries(s, status=status, limit=limit))
     for d in found:
         typer.echo(
             f"{d.id}\tevent {d.event_id}\t{d.status}\tattempts {d.attempts}\t"
@@ -260,7 +262,7 @@ def deliveries_replay(
         raise typer.Exit(2)
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     try:
-        found = _with_session(lambda s: deliveries.replay(s, delivery_id=delivery_id, since=when))
+        found = _with_session(lambda s: outbox.replay(s, delivery_id=delivery_id, since=when))
     except MetagovError as exc:
         raise _fail(exc) from None
     typer.echo(f"{len(found)} deliveries queued again; a running gateway or worker sends them")
@@ -292,8 +294,7 @@ def keys_generate() -> None:
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Re-encrypt every stored secret with the first key of METAGOV_SECRET_KEYS."""
-    from metagov.crypto import SecretBox
-    from metagov.services.plugins import rotate_secrets
+    from metagov.instances.service import rotate_secrets
 
     settings = _settings()
     box = SecretBox([k.get_secret_value() for k in settings.secret_keys])

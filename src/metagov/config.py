@@ -97,6 +97,23 @@ class Settings(BaseSettings):
     )
     retry_after_cap_seconds: float = Field(default=86400.0, gt=0)
     inbox_max_attempts: int = Field(default=10, ge=1)
+    inbox_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a job may take over one stored webhook (its plugin's and processes' "
+        "hooks) before another job may take it over",
+    )
+    process_lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long one hook of a process may run before another may take over",
+    )
+    process_lease_wait_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        description="How long closing a process (or a webhook for it) waits for another of its "
+        "hooks to finish before answering 409 process_busy (or retrying later)",
+    )
 
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"

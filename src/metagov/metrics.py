@@ -4,16 +4,10 @@ the same truth."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import func, select
-
-from metagov.db.base import utcnow
-from metagov.db.models import Delivery, InboundWebhook, Process
-
-if TYPE_CHECKING:
-    from metagov.runtime import Runtime
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -55,24 +49,17 @@ INBOX_PENDING = Gauge(
 )
 
 
-async def refresh_gauges(runtime: Runtime) -> None:
-    async with runtime.sessions() as session:
-        pending, oldest = (
-            await session.execute(
-                select(func.count(), func.min(Delivery.created_at)).where(
-                    Delivery.status == "pending"
-                )
-            )
-        ).one()
-        OUTBOX_PENDING.set(pending)
-        OUTBOX_LAG.set((utcnow() - oldest).total_seconds() if oldest else 0)
-        inbox = await session.scalar(select(func.count()).where(InboundWebhook.status == "pending"))
-        INBOX_PENDING.set(inbox or 0)
-        OPEN_PROCESSES.clear()
-        rows = await session.execute(
-            select(Process.plugin_name, func.count())
-            .where(Process.status.in_(("created", "pending")))
-            .group_by(Process.plugin_name)
-        )
-        for plugin, count in rows.all():
-            OPEN_PROCESSES.labels(plugin).set(count)
+def set_backlog(
+    *,
+    outbox: tuple[int, datetime | None],
+    inbox: int,
+    open_processes: Sequence[tuple[str, int]],
+) -> None:
+    """Set the backlog gauges from what the database says now."""
+    pending, oldest = outbox
+    OUTBOX_PENDING.set(pending)
+    OUTBOX_LAG.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
+    INBOX_PENDING.set(inbox)
+    OPEN_PROCESSES.clear()
+    for plugin, count in open_processes:
+        OPEN_PROCESSES.labels(plugin).set(count)

@@ -1,7 +1,9 @@
-"""The resources one gateway process shares: settings, database, plugins, secrets, HTTP client.
+"""The resources one gateway process shares: settings, database, plugins, secrets, HTTP client,
+job queue and a few caches. The API, the workers and the CLI each open one :class:`Runtime` and
+pass it to the services, so a service behaves the same wherever it is called from.
 
-The API and the job runners build the same :class:`Runtime`, so a service function behaves the same
-wherever it is called from.
+It is built whole: the queue is chosen before it is opened (the embedded runner's queue is given
+its job runner afterwards, by the runner, without touching the runtime).
 """
 
 from __future__ import annotations
@@ -9,51 +11,66 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import httpx
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov.cache import BoundedCache
 from metagov.config import Settings
 from metagov.crypto import SecretBox
-from metagov.db.engine import SessionFactory, create_engine, create_session_factory
-from metagov.jobs.queue import JobQueue, NullQueue
+from metagov.db.engine import Database
+from metagov.jobs.queue import JobQueue, NullQueue, send_doorbells, take_doorbells
 from metagov.plugins.registry import PluginRegistry
-
-if TYPE_CHECKING:
-    from metagov.services.webhooks import Target
 
 
 @dataclass
+class Caches:
+    """Per-process caches of values that are costly to derive; each is keyed by what changes
+    when the value does (see :mod:`metagov.cache`)."""
+
+    # Decrypted, validated plugin configs, by (instance id, config version, ciphertext).
+    configs: BoundedCache[tuple[int, int, str | None], BaseModel] = field(
+        default_factory=BoundedCache
+    )
+    # Decrypted Driver signing secrets, by their ciphertext (a rotation changes it).
+    signing_secrets: BoundedCache[str, str] = field(default_factory=BoundedCache)
+    # The plugin instances a webhook URL names, by (community slug, plugin); every webhook stored
+    # with them checks in the same statement that they are still current.
+    webhook_targets: BoundedCache[tuple[str, str], tuple[Any, ...]] = field(
+        default_factory=BoundedCache
+    )
+
+
+@dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    engine: AsyncEngine
-    sessions: SessionFactory
+    db: Database
     registry: PluginRegistry
     secrets: SecretBox
     http: httpx.AsyncClient
-    # Replaced by the app or the worker with the queue of their mode.
-    queue: JobQueue = field(default_factory=NullQueue)
-    # Decrypted, validated plugin configs, keyed by what changes when the config does.
-    config_cache: BoundedCache[tuple[int, int, str | None], BaseModel] = field(
-        default_factory=BoundedCache
-    )
-    # Decrypted Driver signing secrets, keyed by their ciphertext (a rotation changes it).
-    signing_secret_cache: BoundedCache[str, str] = field(default_factory=BoundedCache)
-    # The plugin instances a webhook URL names, by (community slug, plugin); every webhook stored
-    # with them checks in the same statement that they are still current.
-    webhook_targets: BoundedCache[tuple[str, str], tuple[Target, ...]] = field(
-        default_factory=BoundedCache
-    )
+    queue: JobQueue
+    caches: Caches = field(default_factory=Caches)
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction, committed on exit; the doorbells rung in it are sent after the
+        commit (never if it rolls back)."""
+        async with self.db.transaction() as session:
+            yield session
+        await send_doorbells(self.queue, take_doorbells(session))
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: Settings, registry: PluginRegistry | None = None
+        cls,
+        settings: Settings,
+        registry: PluginRegistry | None = None,
+        *,
+        queue: JobQueue | None = None,
     ) -> AsyncIterator[Runtime]:
-        engine = create_engine(
+        db = Database(
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
@@ -67,15 +84,15 @@ class Runtime:
         try:
             yield cls(
                 settings=settings,
-                engine=engine,
-                sessions=create_session_factory(engine),
+                db=db,
                 registry=registry
                 or PluginRegistry.discover(
                     allow=settings.plugins_allow, block=settings.plugins_block
                 ),
                 secrets=SecretBox([k.get_secret_value() for k in settings.secret_keys]),
                 http=http,
+                queue=queue or NullQueue(),
             )
         finally:
             await http.aclose()
-            await engine.dispose()
+            await db.dispose()

@@ -26,11 +26,13 @@ from fastapi import FastAPI
 
 from metagov.app import create_app
 from metagov.config import Settings
-from metagov.jobs import functions
-from metagov.jobs.queue import Job, unit_of_work
+from metagov.jobs import sweeper
+from metagov.jobs.queue import Job
 from metagov.plugins.registry import PluginRegistry
+from metagov.processes import handlers as processes
+from metagov.processes.service import due_process_ids
 from metagov.runtime import Runtime
-from metagov.services import drivers, processes
+from metagov.tenancy import service as tenancy
 
 __all__ = ["DriverCredentials", "TestGateway", "open_gateway"]
 
@@ -81,8 +83,8 @@ class TestGateway:
 
     async def create_driver(self, name: str, *, event_url: str | None = None) -> DriverCredentials:
         """A new Driver; with ``event_url``, its events are POSTed there (mock it with respx)."""
-        async with unit_of_work(self.runtime) as session:
-            new = await drivers.create_driver(
+        async with self.runtime.unit_of_work() as session:
+            new = await tenancy.create_driver(
                 session, self.runtime.secrets, name, event_url=event_url
             )
         return DriverCredentials(name, new.api_key, new.webhook_secret)
@@ -111,10 +113,10 @@ class TestGateway:
         ran = 0
         clock = now
         for _ in range(max_rounds):
-            due, _ = await functions.due_jobs(self.runtime)
+            due, _ = await sweeper.due_jobs(self.runtime)
             jobs = [*self._queue.jobs, *due]
             self._queue.jobs.clear()
-            closing, updating = await processes.due_process_ids(self.runtime, now=clock)
+            closing, updating = await due_process_ids(self.runtime, now=clock)
             for process_id in dict.fromkeys([*closing, *updating]):
                 ran += await processes.run_due_process(self.runtime, process_id, now=clock)
             # The test's clock applies once: an update hook reschedules itself from it, and would
@@ -124,7 +126,7 @@ class TestGateway:
             for job in {job.key: job for job in jobs}.values():
                 if job.name in ("run_process", "sweep"):
                     continue  # processes run above
-                await functions.FUNCTIONS[job.name](self.runtime, *job.args)
+                await sweeper.run_job(self.runtime, job)
                 worked = True
                 ran += 1
             if not worked and not self._queue.jobs:
@@ -138,12 +140,10 @@ async def open_gateway(
 ) -> AsyncIterator[TestGateway]:
     """Run the gateway for ``settings`` (its lifespan included) with no background jobs; the
     client's base URL is ``settings.base_url``."""
-    settings = settings.model_copy(update={"jobs_in_process": False, "redis_url": None})
-    app = create_app(settings, registry)
+    queue = _CollectingQueue()
+    app = create_app(settings, registry, queue=queue)
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
-        queue = _CollectingQueue()
-        runtime.queue = queue
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=settings.base_url) as client:
             yield TestGateway(app, runtime, client, queue)

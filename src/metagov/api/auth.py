@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
 
-from metagov.api.deps import RuntimeDep, SessionDep
+from metagov.api.deps import RuntimeDep
 from metagov.errors import ERROR_RESPONSES
-from metagov.services import oauth
+from metagov.oauth import service as oauth
 
 router = APIRouter(prefix="/auth", tags=["oauth"], responses=ERROR_RESPONSES)
 
@@ -21,7 +21,6 @@ Text = Annotated[str, Query(max_length=2000)]
 async def authorize(
     plugin: str,
     runtime: RuntimeDep,
-    session: SessionDep,
     community: Annotated[str, Query(max_length=64)],
     redirect_uri: Text,
     type: Annotated[str, Query(pattern="^(app|user)$")] = "app",
@@ -29,7 +28,6 @@ async def authorize(
 ) -> RedirectResponse:
     """Start installing a plugin (``type=app``) or logging a user in (``type=user``)."""
     url = await oauth.authorize(
-        session,
         runtime,
         plugin,
         kind=type,
@@ -45,13 +43,12 @@ async def callback(
     plugin: str,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     state: Text,
     code: Annotated[str | None, Query(max_length=500)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RedirectResponse:
     """Where the platform sends the browser back; ends at the Driver's redirect URI. Every
     query parameter the platform sent (``installation_id``, ``guild_id``…) reaches the plugin."""
-    params = {k: v[:2000] for k, v in request.query_params.items() if k != "state"}
-    url = await oauth.callback(session, runtime, plugin, state_token=state, params=params)
+    params = {k: v[:2000] for k, v in request.query_params.items()}
+    url = await oauth.callback(runtime, plugin, state_token=state, params=params)
     return RedirectResponse(url, status_code=302)

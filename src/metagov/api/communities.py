@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from metagov.api.deps import CurrentDriver, RuntimeDep, SessionDep
-from metagov.api.schemas import CommunityCreate, CommunityOut, CommunityUpdate, PluginIn, PluginOut
+from metagov.api.deps import CurrentDriver, ReaderDep, RuntimeDep, SessionDep
 from metagov.db.models import Community
 from metagov.errors import ERROR_RESPONSES
+from metagov.instances.schemas import PluginOut
 from metagov.runtime import Runtime
-from metagov.services import communities as service
+from metagov.tenancy import service
+from metagov.tenancy.schemas import CommunityCreate, CommunityOut, CommunityUpdate, PluginIn
 
 router = APIRouter(
     prefix="/api/internal/community", tags=["communities"], responses=ERROR_RESPONSES
@@ -18,17 +18,15 @@ router = APIRouter(
 
 
 async def _out(
-    session: AsyncSession,
-    runtime: Runtime,
-    community: Community,
-    notices: service.Notices | None = None,
+    runtime: Runtime, community: Community, notices: service.Notices | None = None
 ) -> CommunityOut:
-    instances = await service.community_plugins(session, community)
+    async with runtime.db.snapshot() as session:
+        found = await service.community_plugins(session, community)
     notices = notices or {}
     return CommunityOut(
         slug=community.slug,
         readable_name=community.readable_name,
-        plugins=[PluginOut.build(runtime, i, community, notices.get(i.id)) for i in instances],
+        plugins=[PluginOut.build(runtime, i, community.slug, notices.get(i.id)) for i in found],
         created_at=community.created_at,
     )
 
@@ -39,24 +37,23 @@ def _pairs(plugins: list[PluginIn]) -> list[tuple[str, dict[str, object]]]:
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="community.create")
 async def create_community(
-    body: CommunityCreate, runtime: RuntimeDep, session: SessionDep, driver: CurrentDriver
+    body: CommunityCreate, runtime: RuntimeDep, driver: CurrentDriver
 ) -> CommunityOut:
     community, notices = await service.create_community(
-        session,
         runtime,
         driver,
         slug=body.slug,
         readable_name=body.readable_name,
         plugins=_pairs(body.plugins),
     )
-    return await _out(session, runtime, community, notices)
+    return await _out(runtime, community, notices)
 
 
 @router.get("/{slug}", operation_id="community.get")
 async def get_community(
-    slug: str, runtime: RuntimeDep, session: SessionDep, driver: CurrentDriver
+    slug: str, runtime: RuntimeDep, session: ReaderDep, driver: CurrentDriver
 ) -> CommunityOut:
-    return await _out(session, runtime, await service.get_community(session, driver, slug))
+    return await _out(runtime, await service.get_community(session, driver, slug))
 
 
 @router.put("/{slug}", operation_id="community.update")
@@ -64,19 +61,17 @@ async def update_community(
     slug: str,
     body: CommunityUpdate,
     runtime: RuntimeDep,
-    session: SessionDep,
     driver: CurrentDriver,
 ) -> CommunityOut:
-    community = await service.get_community(session, driver, slug)
-    notices = await service.update_community(
-        session,
+    community, notices = await service.update_community(
         runtime,
-        community,
-        slug=body.slug,
+        driver,
+        slug,
+        new_slug=body.slug,
         readable_name=body.readable_name,
         plugins=None if body.plugins is None else _pairs(body.plugins),
     )
-    return await _out(session, runtime, community, notices)
+    return await _out(runtime, community, notices)
 
 
 @router.delete("/{slug}", status_code=status.HTTP_204_NO_CONTENT, operation_id="community.delete")

@@ -1,4 +1,9 @@
-"""FastAPI dependencies: the runtime, the request's unit of work, the Driver and its community."""
+"""FastAPI dependencies: the runtime, the request's unit of work, the Driver and its community.
+
+Lookups that authorize a request read a snapshot (never a write lock), so a route that then calls
+a platform holds nothing open meanwhile. Routes that only write to the database take
+:data:`SessionDep`, one transaction committed before the response is sent.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,12 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from metagov.db.engine import single_statement
+from metagov.db.engine import Session
 from metagov.db.models import Community, Driver, PluginInstance
 from metagov.errors import BadRequest, NotFound, Unauthorized
-from metagov.jobs.queue import ring
 from metagov.runtime import Runtime
-from metagov.services import communities, drivers
+from metagov.tenancy import service as tenancy
 
 COMMUNITY_HEADER = "X-Metagov-Community"
 # Row ids are 32-bit integers in the database; a larger number can name no row.
@@ -33,17 +36,22 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
     """One transaction per request: committed when the route returns, rolled back if it raises,
     and in both cases before the response is sent, so a 2xx always means "stored". Jobs rung
     during the request are enqueued after the commit."""
-    async with runtime.sessions() as session:
-        async with session.begin():
-            yield session
-        await ring(runtime, session)
+    async with runtime.unit_of_work() as session:
+        yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+async def get_reader(runtime: RuntimeDep) -> AsyncIterator[Session]:
+    """A session for routes that only read."""
+    async with runtime.db.snapshot() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ReaderDep = Annotated[Session, Depends(get_reader, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="A Driver API key from `metagov drivers create`")
 
@@ -60,8 +68,9 @@ ApiKey = Annotated[str, Depends(_api_key)]
 _INVALID_KEY = "invalid or revoked Driver API key"
 
 
-async def current_driver(session: SessionDep, api_key: ApiKey) -> Driver:
-    driver = await drivers.authenticate(session, api_key)
+async def current_driver(runtime: RuntimeDep, api_key: ApiKey) -> Driver:
+    async with runtime.db.snapshot() as session:
+        driver = await tenancy.authenticate(session, api_key)
     if driver is None:
         raise Unauthorized(_INVALID_KEY)
     return driver
@@ -85,12 +94,16 @@ async def _community_header(
     return x_metagov_community
 
 
+CommunitySlug = Annotated[str, Depends(_community_header)]
+
+
 async def _community_for_key(
-    session: AsyncSession, api_key: str, slug: str, plugin: str | None = None
+    runtime: Runtime, api_key: str, slug: str, plugin: str | None = None
 ) -> tuple[Community, list[PluginInstance]]:
     """The Driver's community and its instances of ``plugin``, found with the Driver in one
     query: 401 for a bad key first, then 404 for a community the Driver cannot see."""
-    driver, community, instances = await communities.get_for_key(session, api_key, slug, plugin)
+    async with runtime.db.snapshot() as session:
+        driver, community, instances = await tenancy.get_for_key(session, api_key, slug, plugin)
     if driver is None:
         raise Unauthorized(_INVALID_KEY)
     if community is None:
@@ -98,13 +111,9 @@ async def _community_for_key(
     return community, instances
 
 
-async def current_community(
-    session: SessionDep,
-    api_key: ApiKey,
-    slug: Annotated[str, Depends(_community_header)],
-) -> Community:
+async def current_community(runtime: RuntimeDep, api_key: ApiKey, slug: CommunitySlug) -> Community:
     """The Driver's community named in the header."""
-    community, _ = await _community_for_key(session, api_key, slug)
+    community, _ = await _community_for_key(runtime, api_key, slug)
     return community
 
 
@@ -120,28 +129,28 @@ def plugin_target(plugin: str) -> Callable[..., Awaitable[PluginTarget]]:
     """A dependency like :data:`CurrentCommunity` for the routes of one plugin, which also
     brings the community's instances of that plugin, in the same query."""
 
-    async def dependency(
-        runtime: RuntimeDep,
-        session: SessionDep,
-        api_key: ApiKey,
-        slug: Annotated[str, Depends(_community_header)],
-    ) -> PluginTarget:
-        if runtime.engine.dialect.name != "postgresql":
-            return PluginTarget(*await _community_for_key(session, api_key, slug, plugin))
-        # Most actions write nothing: on PostgreSQL the lookup is one autocommitted statement
-        # outside the request's transaction, which then costs no BEGIN and COMMIT unless the
-        # action has effects to save (they then come into it: see ``save_effects``).
-        async with single_statement(runtime.engine) as conn, AsyncSession(bind=conn) as lookup:
-            return PluginTarget(*await _community_for_key(lookup, api_key, slug, plugin))
+    async def dependency(runtime: RuntimeDep, api_key: ApiKey, slug: CommunitySlug) -> PluginTarget:
+        return PluginTarget(*await _community_for_key(runtime, api_key, slug, plugin))
 
     return dependency
 
 
-async def public_community(
-    session: SessionDep, slug: Annotated[str, Depends(_community_header)]
-) -> Community:
+def public_target(plugin: str) -> Callable[..., Awaitable[PluginTarget]]:
+    """:func:`plugin_target` for public routes, which take no Driver key."""
+
+    async def dependency(runtime: RuntimeDep, slug: CommunitySlug) -> PluginTarget:
+        async with runtime.db.snapshot() as session:
+            community = await tenancy.get_community_by_slug(session, slug)
+            found = await tenancy.community_plugins(session, community, plugin)
+        return PluginTarget(community, found)
+
+    return dependency
+
+
+async def public_community(runtime: RuntimeDep, slug: CommunitySlug) -> Community:
     """The community named in the header, for public routes that take no Driver key."""
-    return await communities.get_community_by_slug(session, slug)
+    async with runtime.db.snapshot() as session:
+        return await tenancy.get_community_by_slug(session, slug)
 
 
 CurrentCommunity = Annotated[Community, Depends(current_community)]

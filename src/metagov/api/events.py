@@ -3,50 +3,45 @@ dead ones, and replaying them)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
-from pydantic import AwareDatetime, BaseModel, Field
 
 from metagov.api.deps import (
     COMMUNITY_HEADER,
     MAX_ID,
     CurrentCommunity,
     CurrentDriver,
+    ReaderDep,
     RowId,
     SessionDep,
 )
-from metagov.db.models import Community, Delivery
+from metagov.db.models import Community
 from metagov.errors import ERROR_RESPONSES
-from metagov.services import communities, deliveries, events
+from metagov.outbox import service as outbox
+from metagov.outbox.schemas import (
+    DeliveryOut,
+    EventOut,
+    ReplayRequest,
+    ReplayResult,
+    Subscriptions,
+)
+from metagov.tenancy import service as tenancy
 
 router = APIRouter(prefix="/api/internal", tags=["events"], responses=ERROR_RESPONSES)
 
 
 async def optional_community(
-    session: SessionDep,
+    session: ReaderDep,
     driver: CurrentDriver,
     slug: Annotated[str | None, Header(alias=COMMUNITY_HEADER, max_length=64)] = None,
 ) -> Community | None:
-    return await communities.get_community(session, driver, slug) if slug else None
-
-
-class EventOut(BaseModel):
-    event_id: int = Field(description="Pass the last one seen as `after` to read on")
-    id: str = Field(description="The `webhook-id` this event is delivered with")
-    community: str
-    source: str
-    event_type: str
-    timestamp: str = Field(description="Seconds since the epoch, as a string")
-    data: dict[str, Any]
-    initiator: dict[str, Any] | None
-    seq: int = Field(description="Position among the community's events")
+    return await tenancy.get_community(session, driver, slug) if slug else None
 
 
 @router.get("/events", operation_id="events.list")
 async def list_events(
-    session: SessionDep,
+    session: ReaderDep,
     driver: CurrentDriver,
     community: Annotated[Community | None, Depends(optional_community)],
     after: Annotated[
@@ -55,15 +50,8 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventOut]:
     """The Driver's events, oldest first; with the community header, that community's only."""
-    found = await events.list_events(session, driver, community=community, after=after, limit=limit)
+    found = await outbox.list_events(session, driver, community=community, after=after, limit=limit)
     return [EventOut.model_validate(e) for e in found]
-
-
-class Subscriptions(BaseModel):
-    event_types: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
-        description="Glob patterns such as `process.*`; null delivers every event type",
-        max_length=100,
-    )
 
 
 @router.get("/subscriptions", operation_id="subscriptions.get")
@@ -77,37 +65,19 @@ async def set_subscriptions(
 ) -> Subscriptions:
     """Choose which event types of this community are delivered to the Driver's event URL.
     (Process callbacks are always delivered; every event stays readable at /events.)"""
-    await events.set_subscriptions(session, community, body.event_types)
+    await outbox.set_subscriptions(session, community, body.event_types)
     return body
-
-
-class DeliveryOut(BaseModel):
-    id: int
-    event_id: int
-    target: str = Field(description="`driver` (the event URL) or `callback` (a process's)")
-    url: str
-    status: str = Field(description="pending, succeeded or dead")
-    attempts: int
-    next_attempt_at: datetime
-    last_status_code: int | None
-    last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
-
-    @classmethod
-    def build(cls, d: Delivery) -> DeliveryOut:
-        return cls.model_validate(d, from_attributes=True)
 
 
 @router.get("/deliveries", operation_id="deliveries.list")
 async def list_deliveries(
-    session: SessionDep,
+    session: ReaderDep,
     driver: CurrentDriver,
     status: Annotated[str | None, Query(pattern="^(pending|succeeded|dead)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeliveryOut]:
     """The Driver's deliveries, newest first; `status=dead` lists those given up."""
-    found = await deliveries.list_deliveries(session, driver=driver, status=status, limit=limit)
+    found = await outbox.list_deliveries(session, driver=driver, status=status, limit=limit)
     return [DeliveryOut.build(d) for d in found]
 
 
@@ -116,18 +86,8 @@ async def replay_delivery(
     delivery_id: RowId, session: SessionDep, driver: CurrentDriver
 ) -> DeliveryOut:
     """Deliver again, with the original `webhook-id`."""
-    [delivery] = await deliveries.replay(session, driver=driver, delivery_id=delivery_id)
+    [delivery] = await outbox.replay(session, driver=driver, delivery_id=delivery_id)
     return DeliveryOut.build(delivery)
-
-
-class ReplayRequest(BaseModel):
-    since: AwareDatetime | None = Field(
-        None, description="Dead deliveries created at or after this (with a time zone)"
-    )
-
-
-class ReplayResult(BaseModel):
-    replayed: int
 
 
 @router.post("/deliveries/replay", operation_id="deliveries.replay_dead")
@@ -135,5 +95,5 @@ async def replay_dead(
     body: ReplayRequest, session: SessionDep, driver: CurrentDriver
 ) -> ReplayResult:
     """Deliver every dead delivery again (or those since a time)."""
-    found = await deliveries.replay(session, driver=driver, since=body.since)
+    found = await outbox.replay(session, driver=driver, since=body.since)
     return ReplayResult(replayed=len(found))

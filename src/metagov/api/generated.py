@@ -17,18 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from metagov.api.deps import (
     CurrentCommunity,
     PluginTarget,
-    PublicCommunity,
+    ReaderDep,
     RowId,
     RuntimeDep,
-    SessionDep,
     plugin_target,
+    public_target,
 )
-from metagov.api.schemas import PluginOut, ProcessRecord, ProcessStart
 from metagov.errors import ERROR_RESPONSES
+from metagov.instances import service as instances
+from metagov.instances.schemas import PluginOut
 from metagov.plugins.registry import ActionSpec, PluginSpec, ProcessSpec
-from metagov.services import actions as action_service
-from metagov.services import plugins as plugin_service
-from metagov.services import processes as process_service
+from metagov.processes import service as processes
+from metagov.processes.schemas import ProcessRecord, ProcessStart
 
 Endpoint = Callable[..., Coroutine[Any, Any, Any]]
 
@@ -82,17 +82,16 @@ def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
     )
     async def enable(
         runtime: RuntimeDep,
-        session: SessionDep,
         community: CurrentCommunity,
         config: Annotated[config_model, Body()],  # type: ignore[valid-type]
         response: Response,
     ) -> PluginOut:
-        enabled = await plugin_service.enable_plugin(
-            session, runtime, community, spec, cast(BaseModel, config).model_dump()
+        enabled = await instances.enable_plugin(
+            runtime, community, spec, cast(BaseModel, config).model_dump()
         )
         if not enabled.created:
             response.status_code = status.HTTP_200_OK
-        return PluginOut.build(runtime, enabled.instance, community, enabled.notices)
+        return PluginOut.build(runtime, enabled.instance, community.slug, enabled.notices)
 
     @router.put(
         f"/api/internal/plugin/{spec.name}/{{instance_id}}",
@@ -103,16 +102,14 @@ def _config_routes(router: APIRouter, spec: PluginSpec) -> None:
     )
     async def configure(
         runtime: RuntimeDep,
-        session: SessionDep,
         community: CurrentCommunity,
         instance_id: RowId,
         config: Annotated[update_model, Body()],  # type: ignore[valid-type]
     ) -> PluginOut:
-        instance = await plugin_service.get_instance(session, community, spec.name, instance_id)
-        notices = await plugin_service.reconfigure_instance(
-            session, runtime, community, spec, instance, _without_missing_secrets(config, spec)
+        enabled = await instances.reconfigure_instance(
+            runtime, community, spec, instance_id, _without_missing_secrets(config, spec)
         )
-        return PluginOut.build(runtime, instance, community, notices)
+        return PluginOut.build(runtime, enabled.instance, community.slug, enabled.notices)
 
 
 def _without_missing_secrets(config: BaseModel, spec: PluginSpec) -> dict[str, Any]:
@@ -179,11 +176,15 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
     )
 
     async def run(
-        runtime: Any, session: Any, community: Any, instance: Any, body: BaseModel | None
+        runtime: Any, target: PluginTarget, community_platform_id: str | None, body: Any
     ) -> Any:
-        params = action.input_model() if body is None else body.parameters  # type: ignore[attr-defined]
-        result = await action_service.perform_action(
-            session, runtime, community, instance, spec, action, params
+        community = target.community
+        instance = instances.choose_instance(
+            target.instances, community.slug, spec.name, community_platform_id
+        )
+        params = action.input_model() if body is None else body.parameters
+        result = await instances.perform_action(
+            runtime, community.slug, instance, spec, action, params
         )
         return result if output else Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -197,19 +198,15 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
     @_typed_body(body_model, required)
     async def perform(
         runtime: RuntimeDep,
-        session: SessionDep,
         target: Annotated[PluginTarget, Depends(target_of_plugin)],
         community_platform_id: PlatformIdQuery = None,
         body: Any = None,
     ) -> Any:
-        community = target.community
-        instance = plugin_service.choose_instance(
-            target.instances, community.slug, spec.name, community_platform_id
-        )
-        return await run(runtime, session, community, instance, body)
+        return await run(runtime, target, community_platform_id, body)
 
     if not action.public:
         return
+    public_target_of_plugin = public_target(spec.name)
 
     @router.post(
         f"/api/action/{spec.name}.{action.slug}",
@@ -219,15 +216,11 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
     @_typed_body(body_model, required)
     async def perform_public(
         runtime: RuntimeDep,
-        session: SessionDep,
-        community: PublicCommunity,
+        target: Annotated[PluginTarget, Depends(public_target_of_plugin)],
         community_platform_id: PlatformIdQuery = None,
         body: Any = None,
     ) -> Any:
-        instance = await plugin_service.resolve_instance(
-            session, community, spec.name, community_platform_id
-        )
-        return await run(runtime, session, community, instance, body)
+        return await run(runtime, target, community_platform_id, body)
 
 
 def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> None:
@@ -245,7 +238,9 @@ def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> 
     path = f"/api/internal/process/{full}"
 
     def record(process: Any, community: Any) -> ProcessRecord:
-        return record_model.build(process, community)
+        return record_model.build(process, community.slug)
+
+    target_of_plugin = plugin_target(spec.name)
 
     @router.post(
         path,
@@ -258,23 +253,25 @@ def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> 
     )
     async def start(
         runtime: RuntimeDep,
-        session: SessionDep,
-        community: CurrentCommunity,
+        target: Annotated[PluginTarget, Depends(target_of_plugin)],
         body: Annotated[start_model, Body()],
         response: Response,
         community_platform_id: PlatformIdQuery = None,
     ) -> Any:
         params = pspec.params_model.model_validate({n: getattr(body, n) for n in param_names})
         callback = getattr(body, "callback_url", None)
-        process = await process_service.start_process(
-            session,
+        community = target.community
+        instance = instances.choose_instance(
+            target.instances, community.slug, spec.name, community_platform_id
+        )
+        process = await processes.start_process(
             runtime,
             community,
+            instance,
             spec,
             pspec,
             params,
             callback_url=str(callback) if callback else None,
-            community_platform_id=community_platform_id,
         )
         response.headers["Location"] = f"{path}/{process.id}"
         return record(process, community)
@@ -286,10 +283,8 @@ def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> 
         response_model=record_model,
         tags=tags,
     )
-    async def read(session: SessionDep, community: CurrentCommunity, process_id: RowId) -> Any:
-        process = await process_service.get_process(
-            session, community, spec.name, pspec.slug, process_id
-        )
+    async def read(session: ReaderDep, community: CurrentCommunity, process_id: RowId) -> Any:
+        process = await processes.get_process(session, community, spec.name, pspec.slug, process_id)
         return record(process, community)
 
     @router.delete(
@@ -299,11 +294,8 @@ def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> 
         response_model=record_model,
         tags=tags,
     )
-    async def close(
-        runtime: RuntimeDep, session: SessionDep, community: CurrentCommunity, process_id: RowId
-    ) -> Any:
-        process = await process_service.get_process(
-            session, community, spec.name, pspec.slug, process_id, lock=True
+    async def close(runtime: RuntimeDep, community: CurrentCommunity, process_id: RowId) -> Any:
+        process = await processes.close_process(
+            runtime, community, spec.name, pspec.slug, process_id
         )
-        await process_service.close_process(session, runtime, community, process)
         return record(process, community)

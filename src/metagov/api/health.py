@@ -8,12 +8,14 @@ import logging
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from metagov import metrics
 from metagov.api.deps import RuntimeDep
 from metagov.db import migrate
+from metagov.inbox import service as inbox
 from metagov.jobs.worker import ArqQueue
+from metagov.outbox import service as outbox
+from metagov.processes import service as processes
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -32,9 +34,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        async with runtime.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        current = await migrate.schema_is_current(runtime.engine)
+        current = await migrate.schema_is_current(runtime.db.engine)
         checks["database"] = "ok" if current else "schema not migrated: run `metagov db upgrade`"
     except Exception as exc:
         log.warning("readiness: database check failed: %s", exc)
@@ -55,7 +55,12 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", operation_id="health.metrics", response_class=PlainTextResponse)
 async def metrics_endpoint(runtime: RuntimeDep) -> PlainTextResponse:
     """Prometheus metrics: this process's counters, and backlog gauges read from the database."""
-    await metrics.refresh_gauges(runtime)
+    async with runtime.db.snapshot() as session:
+        metrics.set_backlog(
+            outbox=await outbox.backlog(session),
+            inbox=await inbox.pending_count(session),
+            open_processes=await processes.open_counts(session),
+        )
     return PlainTextResponse(
         generate_latest(metrics.REGISTRY).decode(), media_type=CONTENT_TYPE_LATEST
     )

@@ -8,8 +8,8 @@ from fastapi.responses import JSONResponse
 
 from metagov.api.deps import RuntimeDep
 from metagov.errors import ERROR_RESPONSES
+from metagov.inbox import service as inbox
 from metagov.plugins.sdk import WebhookReply, WebhookRequest
-from metagov.services import webhooks
 
 router = APIRouter(prefix="/api/hooks", tags=["webhooks"], responses=ERROR_RESPONSES)
 
@@ -23,7 +23,7 @@ _BODY = {
 
 async def _read(request: Request) -> WebhookRequest:
     return WebhookRequest(
-        headers=webhooks.request_headers(request.headers),
+        headers=inbox.request_headers(request.headers),
         body=await request.body(),
         query=dict(request.query_params),
     )
@@ -46,7 +46,7 @@ def _answer(reply: WebhookReply) -> Response:
 async def instance_webhook(
     community: str, plugin: str, request: Request, runtime: RuntimeDep
 ) -> Response:
-    reply = await webhooks.receive(runtime, plugin, await _read(request), community_slug=community)
+    reply = await inbox.receive(runtime, plugin, await _read(request), community_slug=community)
     return _answer(reply)
 
 
@@ -57,4 +57,4 @@ async def instance_webhook(
     openapi_extra=_BODY,
 )
 async def platform_webhook(plugin: str, request: Request, runtime: RuntimeDep) -> Response:
-    return _answer(await webhooks.receive(runtime, plugin, await _read(request)))
+    return _answer(await inbox.receive(runtime, plugin, await _read(request)))

@@ -7,19 +7,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from metagov.api.deps import MAX_ID, CurrentCommunity, CurrentDriver, RowId, RuntimeDep, SessionDep
-from metagov.api.schemas import (
-    EventTypeInfo,
-    PluginMetadata,
-    PluginSchemas,
-    ProcessRecord,
-    ProcessStatusName,
-    SchemaInfo,
+from metagov.api.deps import (
+    MAX_ID,
+    CurrentCommunity,
+    CurrentDriver,
+    ReaderDep,
+    RowId,
+    RuntimeDep,
+    SessionDep,
 )
 from metagov.errors import ERROR_RESPONSES, NotFound
+from metagov.instances import service as instances
+from metagov.instances.schemas import EventTypeInfo, PluginMetadata, PluginSchemas, SchemaInfo
 from metagov.plugins.registry import PluginSpec
-from metagov.services import plugins as plugin_service
-from metagov.services import processes as process_service
+from metagov.processes import service as processes
+from metagov.processes.schemas import ProcessRecord, ProcessStatusName
 
 router = APIRouter(prefix="/api/internal", tags=["plugins"], responses=ERROR_RESPONSES)
 
@@ -86,14 +88,13 @@ async def disable_plugin(
     name: str, instance_id: RowId, session: SessionDep, community: CurrentCommunity
 ) -> Response:
     """Disable a plugin instance. Its open processes are cancelled."""
-    instance = await plugin_service.get_instance(session, community, name, instance_id)
-    await plugin_service.disable_instance(session, instance)
+    await instances.disable_by_id(session, community, name, instance_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/process", operation_id="processes.list", tags=["processes"])
 async def list_processes(
-    session: SessionDep,
+    session: ReaderDep,
     community: CurrentCommunity,
     status: ProcessStatusName | None = None,
     plugin: Annotated[str | None, Query(max_length=64)] = None,
@@ -101,10 +102,10 @@ async def list_processes(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[ProcessRecord]:
     """The community's processes, newest first."""
-    found = await process_service.list_processes(
+    found = await processes.list_processes(
         session, community, status=status, plugin=plugin, limit=limit, offset=offset
     )
-    return [ProcessRecord.build(p, community) for p in found]
+    return [ProcessRecord.build(p, community.slug) for p in found]
 
 
 # Fallbacks, registered after the generated routes: a name no plugin declares gets a 404 that

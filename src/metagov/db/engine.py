@@ -1,4 +1,17 @@
-"""Engine and session factory, with the per-backend settings that keep SQLite honest."""
+"""The database: one engine per process, and the three ways the code opens it.
+
+- :meth:`Database.transaction` — a unit of work that writes, committed on exit. On SQLite it
+  starts with ``BEGIN IMMEDIATE``: SQLite has a single writer, and a deferred transaction that
+  reads and then writes can fail at once with "database is locked" instead of waiting.
+- :meth:`Database.snapshot` — reads that write nothing. On SQLite a deferred transaction, which in
+  WAL mode never blocks a writer nor waits for one; on PostgreSQL autocommitted statements (no
+  ``BEGIN``/``COMMIT`` round trips).
+- :meth:`Database.statement` — one statement that is atomic by itself, autocommitted on
+  PostgreSQL; SQLite keeps a write transaction, whose ``BEGIN IMMEDIATE`` queues its writers.
+
+None of them may be held while the gateway talks to a platform or a Driver: read, call, then
+write (``docs/architecture.md``).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +29,10 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionFactory = async_sessionmaker[AsyncSession]
+# The session type, for code above the repositories that only passes sessions along.
+Session = AsyncSession
+# An execution option: this connection only reads (SQLite then begins a deferred transaction).
+READ_ONLY = "metagov_read_only"
 
 
 def create_engine(
@@ -26,13 +43,9 @@ def create_engine(
     pool_pre_ping: bool = False,
     **kwargs: Any,
 ) -> AsyncEngine:
-    """Create the process's one engine for ``url``.
-
-    On SQLite every transaction starts with ``BEGIN IMMEDIATE``: SQLite has a single writer, and a
-    deferred transaction that reads and then writes can fail at once with "database is locked"
-    instead of waiting. WAL lets readers continue while a writer works; foreign keys are off in
-    SQLite unless asked for.
-    """
+    """Create the process's one engine for ``url``, with the per-backend settings that keep
+    SQLite honest: WAL (readers continue while a writer works), foreign keys (off in SQLite unless
+    asked for), a 30 s busy timeout, and writers queued by ``BEGIN IMMEDIATE``."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
@@ -61,7 +74,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return
+        conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
@@ -70,15 +86,70 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
 
 @asynccontextmanager
 async def single_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for work that is one statement, which is atomic by itself.
-
-    On PostgreSQL it autocommits: one round trip instead of three with ``BEGIN`` and ``COMMIT``,
-    and on a busy path each round trip costs as much CPU as the statement. SQLite keeps the
-    transaction, whose ``BEGIN IMMEDIATE`` queues its writers.
-    """
+    """A connection for work that is one statement (see :meth:`Database.statement`)."""
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             yield await conn.execution_options(isolation_level="AUTOCOMMIT")
         else:
             async with conn.begin():
                 yield conn
+
+
+class Database:
+    """The engine and the ways to open it; one per process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 20,
+        max_overflow: int = 10,
+        pool_pre_ping: bool = False,
+    ) -> None:
+        self.engine = create_engine(
+            url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=pool_pre_ping
+        )
+        self.sessions = create_session_factory(self.engine)
+        autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = create_session_factory(autocommit)
+        if self.dialect == "postgresql":
+            self._snapshots = self._autocommit
+        else:
+            self._snapshots = create_session_factory(
+                self.engine.execution_options(**{READ_ONLY: True})
+            )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a write transaction, committed on exit (rolled back if it raises)."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only; it never holds a write lock."""
+        async with self._snapshots() as session:
+            yield session
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one statement that is atomic by itself."""
+        async with single_statement(self.engine) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def statement_session(self) -> AsyncIterator[AsyncSession]:
+        """:meth:`statement` as an ORM session, for one statement that returns ORM rows."""
+        if self.dialect == "postgresql":
+            async with self._autocommit() as session:
+                yield session
+        else:
+            async with self.transaction() as session:
+                yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

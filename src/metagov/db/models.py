@@ -1,14 +1,52 @@
-"""The tables. Every row that matters to a Driver lives here; nothing is only in memory or Redis."""
+"""The tables, and the statuses their rows move through. Every row that matters to a Driver
+lives here; nothing is only in memory or Redis."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from metagov.db.base import Base, utcnow
+
+
+class ProcessStatus(StrEnum):
+    """Where a governance process is; ``processes.lifecycle`` says which moves are allowed."""
+
+    CREATED = "created"
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+OPEN_PROCESS_STATUSES = (ProcessStatus.CREATED, ProcessStatus.PENDING)
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery is pending until its endpoint takes it, or until it is given up (dead)."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+
+
+class DeliveryTarget(StrEnum):
+    """Whom a delivery is for: the Driver's event URL, or a process's callback URL."""
+
+    DRIVER = "driver"
+    CALLBACK = "callback"
+
+
+class InboxStatus(StrEnum):
+    """A stored webhook waits (pending) until handled, or until given up (failed)."""
+
+    PENDING = "pending"
+    HANDLED = "handled"
+    FAILED = "failed"
 
 
 class Driver(Base):
@@ -203,7 +241,7 @@ class Delivery(Base):
     url: Mapped[str] = mapped_column(Text)
     partition: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int]
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
@@ -217,13 +255,16 @@ class InboundWebhook(Base):
     """A verified webhook from a platform, stored before it is acknowledged (the inbox).
 
     ``dedupe_key`` is unique per plugin: the platform's delivery id, scoped to the instance or
-    platform tenant, so a redelivered webhook is stored once and handled once.
+    platform tenant, so a redelivered webhook is stored once and handled once. ``sender`` (the
+    instance, or the platform tenant) orders handling: a sender's webhooks are handled one at a
+    time, oldest first, by whichever job holds the lease on the oldest (``lease_until``).
     """
 
     __tablename__ = "inbound_webhooks"
     __table_args__ = (
         UniqueConstraint("plugin_name", "dedupe_key"),
         Index("ix_inbound_webhooks_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_inbound_webhooks_sender_status_id", "sender", "status", "id"),
         {"sqlite_autoincrement": True},
     )
 
@@ -238,13 +279,15 @@ class InboundWebhook(Base):
     )
     # Platform-wide webhooks name the tenant instead of an instance.
     community_platform_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    sender: Mapped[str] = mapped_column(String(300), default="", server_default="")
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The URL's query parameters, without those the plugin declared secret (URL tokens).
     query: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     body: Mapped[bytes] = mapped_column(LargeBinary)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=InboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     handled_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -11,17 +11,19 @@ import asyncio
 import contextlib
 import logging
 
-from metagov.jobs.functions import FUNCTIONS, sweep
 from metagov.jobs.queue import LocalQueue
+from metagov.jobs.sweeper import run_job, sweep
 from metagov.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
 class EmbeddedRunner:
-    def __init__(self, runtime: Runtime) -> None:
+    """Runs the jobs rung into ``runtime.queue`` (a :class:`LocalQueue`) and sweeps."""
+
+    def __init__(self, runtime: Runtime, queue: LocalQueue) -> None:
         self.runtime = runtime
-        self.queue = LocalQueue(runtime, FUNCTIONS)
+        self.queue = queue
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._pass_done = asyncio.Condition()
@@ -29,6 +31,7 @@ class EmbeddedRunner:
         self.passes = 0
 
     def start(self) -> None:
+        self.queue.start(lambda job: run_job(self.runtime, job))
         self._task = asyncio.create_task(self._loop(), name="metagov-sweeper")
 
     def poke(self) -> None:

@@ -3,22 +3,19 @@ from the database. Losing one (Redis flushed, worker killed) delays work until t
 running one twice does nothing the second time.
 
 Doorbells rung inside a unit of work are sent only after it commits, so a worker never looks for
-a row that is not there yet.
+a row that is not there yet. This module knows nothing of what jobs do: the runner that executes
+them is given to :class:`LocalQueue` when it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
-
-if TYPE_CHECKING:
-    from metagov.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +59,7 @@ class NullQueue:
         return None
 
 
-JobFunction = Callable[..., Awaitable[Any]]
+JobRunner = Callable[[Job], Awaitable[object]]
 
 
 class LocalQueue:
@@ -72,18 +69,22 @@ class LocalQueue:
     run once more when it finishes, so nothing rung is missed. At most ``max_jobs`` run at once
     (the others wait their turn), like an arq worker's ``max_jobs``: a backlog must not become
     hundreds of jobs competing for the database's connections and SQLite's single writer.
+
+    Jobs rung before :meth:`start` gives the queue its runner wait for it.
     """
 
-    def __init__(
-        self, runtime: Runtime, functions: dict[str, JobFunction], *, max_jobs: int = 10
-    ) -> None:
-        self._runtime = runtime
-        self._functions = functions
+    def __init__(self, *, max_jobs: int = 10) -> None:
+        self._run_job: JobRunner | None = None
+        self._started = asyncio.Event()
         self._running: dict[tuple[str, tuple[JobArg, ...]], asyncio.Task[None]] = {}
         self._again: set[tuple[str, tuple[JobArg, ...]]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._slots = asyncio.Semaphore(max_jobs)
+
+    def start(self, run_job: JobRunner) -> None:
+        self._run_job = run_job
+        self._started.set()
 
     async def enqueue(self, job: Job) -> None:
         slot = (job.name, job.args)
@@ -91,22 +92,24 @@ class LocalQueue:
             self._again.add(slot)
             return
         self._idle.clear()
-        self._running[slot] = asyncio.create_task(self._run(slot), name=f"job {job.key}")
+        self._running[slot] = asyncio.create_task(self._run(job), name=f"job {job.key}")
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
             await self.enqueue(job)
 
-    async def _run(self, slot: tuple[str, tuple[JobArg, ...]]) -> None:
-        name, args = slot
+    async def _run(self, job: Job) -> None:
+        slot = (job.name, job.args)
         try:
+            await self._started.wait()
             while True:
                 self._again.discard(slot)
                 async with self._slots:
                     try:
-                        await self._functions[name](self._runtime, *args)
+                        assert self._run_job is not None
+                        await self._run_job(job)
                     except Exception:
-                        log.exception("job %s%s failed", name, args)
+                        log.exception("job %s failed", job.key)
                 if slot not in self._again:
                     break
         finally:
@@ -131,38 +134,23 @@ def ring_after_commit(session: AsyncSession, job: Job) -> None:
     session.info.setdefault("doorbells", {})[job.key] = job
 
 
-def take_doorbells(session: AsyncSession, name: str) -> list[Job]:
-    """Withdraw the doorbells named ``name`` rung so far in ``session``, for a caller that will do
-    their work itself once the transaction commits instead of queueing a job for it."""
+def take_doorbells(session: AsyncSession, name: str | None = None) -> list[Job]:
+    """Withdraw the doorbells (named ``name``, or all) rung so far in ``session``: for a caller
+    that sends them itself after the commit, or does their work itself instead."""
     rung: dict[str, Job] = session.info.get("doorbells", {})
-    taken = [job for job in rung.values() if job.name == name]
+    taken = [job for job in rung.values() if name is None or job.name == name]
     for job in taken:
         del rung[job.key]
     return taken
 
 
-async def ring(runtime: Runtime, session: AsyncSession) -> None:
-    """Send the doorbells of a committed session."""
-    jobs: dict[str, Job] = session.info.pop("doorbells", {})
-    await send_doorbells(runtime, list(jobs.values()))
-
-
-async def send_doorbells(runtime: Runtime, jobs: Sequence[Job]) -> None:
+async def send_doorbells(queue: JobQueue, jobs: Sequence[Job]) -> None:
     """Ring ``jobs`` for rows already committed. A failure to reach the queue is only logged:
     the rows are in the database, and the sweep will find them."""
     if not jobs:
         return
     try:
-        await runtime.queue.enqueue_many(jobs)
+        await queue.enqueue_many(jobs)
     except Exception as exc:
         keys = ", ".join(job.key for job in jobs)
         log.warning("could not enqueue %s (the sweep will retry): %s", keys, exc)
-
-
-@asynccontextmanager
-async def unit_of_work(runtime: Runtime) -> AsyncIterator[AsyncSession]:
-    """A session in a transaction that commits on exit, then rings its doorbells."""
-    async with runtime.sessions() as session:
-        async with session.begin():
-            yield session
-        await ring(runtime, session)

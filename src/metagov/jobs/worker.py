@@ -24,8 +24,8 @@ from arq.jobs import serialize_job
 from arq.worker import Function, Worker, func
 
 from metagov.config import Settings
-from metagov.jobs.functions import FUNCTIONS
-from metagov.jobs.queue import Job, JobFunction
+from metagov.jobs.queue import Job
+from metagov.jobs.sweeper import FUNCTIONS, JobFunction
 from metagov.plugins.registry import PluginRegistry
 from metagov.runtime import Runtime
 
@@ -158,8 +158,8 @@ def build_worker(
     stack = AsyncExitStack()
 
     async def startup(ctx: dict[str, Any]) -> None:
-        runtime = await stack.enter_async_context(Runtime.open(settings, registry))
-        runtime.queue = ArqQueue(ctx["redis"], owns_pool=False)
+        queue = ArqQueue(ctx["redis"], owns_pool=False)
+        runtime = await stack.enter_async_context(Runtime.open(settings, registry, queue=queue))
         ctx["runtime"] = runtime
         if burst:  # one sweep instead of the cron, whose next tick would keep the queue non-empty
             await ctx["redis"].enqueue_job("sweep", _job_id=f"sweep:burst:{uuid.uuid4()}")
