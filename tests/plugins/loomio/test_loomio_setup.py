@@ -10,7 +10,7 @@ import httpx
 import respx
 
 from metagov.plugins.loomio import LoomioPlugin
-from metagov.plugins.loomio.schemas import LoomioConfig
+from metagov.plugins.loomio.schemas import LoomioConfig, LoomioSettings
 from metagov.plugins.sdk import PluginContext, State
 from metagov.testing import DriverCredentials, TestGateway
 from tests.plugins.loomio.conftest import (
@@ -89,6 +89,11 @@ async def test_config_is_validated_field_by_field(
     assert short_token.status_code == 422
     assert short_token.json()["errors"][0]["loc"][-1] == "webhook_token"
 
+    for internal in ("https://127.0.0.1:3000", "https://[fd00::1]", "https://localhost"):
+        inside = await enable(gateway, driver, server_url=internal)
+        assert inside.status_code == 400
+        assert inside.json()["code"] == "server_url_not_allowed"
+
     not_ascii = await enable(gateway, driver, api_key="clé-secrète")
     assert not_ascii.status_code == 422
     assert not_ascii.json()["errors"][0]["loc"][-1] == "api_key"
@@ -134,6 +139,7 @@ def context(config: LoomioConfig, state: State, http: httpx.AsyncClient) -> Plug
 
 async def test_a_generated_token_is_told_once_as_the_full_hook_url(loomio: FakeLoomio) -> None:
     plugin = LoomioPlugin()
+    plugin.settings = LoomioSettings()
     raw = {"group_handle": "metagov", "api_key": MAIN_KEY, "server_url": LOOMIO}
     config = LoomioConfig.model_validate(raw)
     token = config.webhook_token.get_secret_value()

@@ -10,9 +10,12 @@ the Driver hears of it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from metagov.plugins.loomio.client import (
     LoomioApiError,
@@ -34,6 +37,7 @@ from metagov.plugins.loomio.schemas import (
     DiscussionView,
     GetPoll,
     LoomioConfig,
+    LoomioSettings,
     Members,
     PollView,
     SubgroupParams,
@@ -66,6 +70,7 @@ class LoomioPlugin(Plugin[LoomioConfig]):
     community_platform_id_field = "group_handle"
     webhooks = WebhookScope.INSTANCE
     webhook_secret_params = frozenset({"token"})
+    settings_model = LoomioSettings
     processes = (LoomioPoll,)
     event_types = (
         EventType("new_discussion", "A thread was started; data.discussion as Loomio reports it"),
@@ -82,6 +87,8 @@ class LoomioPlugin(Plugin[LoomioConfig]):
     async def initialize(self, ctx: Ctx) -> None:
         """Check every key against Loomio, remember which group each one opens, and give the
         Driver the hook URL when its token is new."""
+        settings: LoomioSettings = self.settings
+        _check_server_url(ctx.config.server_url, allow_private=settings.allow_private_hosts)
         main = await _group_of_key(ctx, ctx.config.api_key.get_secret_value(), "api_key")
         names = {str(main.get("handle") or "").lower(), str(main.get("key") or "").lower()}
         if ctx.config.group_handle.lower() not in names:
@@ -164,6 +171,24 @@ class LoomioPlugin(Plugin[LoomioConfig]):
             await _poll_event(ctx, hint, hint.poll_keys[0])
         else:
             await _discussion_event(ctx, hint, hint.discussion_keys[0])
+
+
+def _check_server_url(server_url: str, *, allow_private: bool) -> None:
+    """Keep the gateway from calling its own network: no ``localhost`` and no literal private,
+    loopback, link-local or reserved address, unless the settings allow it. (A name is resolved
+    by the HTTP client; the config already requires https.)"""
+    if allow_private:
+        return
+    host = (urlsplit(server_url).hostname or "").lower()
+    refused = host == "localhost" or host.endswith(".localhost")
+    with contextlib.suppress(ValueError):  # a name is not an address
+        refused = refused or not ipaddress.ip_address(host).is_global
+    if refused:
+        raise PluginError(
+            "server_url must not point at the gateway's own network "
+            "(METAGOV_LOOMIO__ALLOW_PRIVATE_HOSTS allows it)",
+            code="server_url_not_allowed",
+        )
 
 
 async def _group_of_key(ctx: Ctx, api_key: str, field: str) -> dict[str, Any]:

@@ -17,9 +17,22 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SERVER = "https://www.loomio.com"
 POLL_TYPES = ("proposal", "poll", "count", "score", "ranked_choice", "meeting", "dot_vote")
+
+
+class LoomioSettings(BaseSettings):
+    """Gateway-wide rules for the Loomio servers communities may name (``METAGOV_LOOMIO__*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="METAGOV_LOOMIO__", extra="ignore")
+
+    allow_private_hosts: bool = Field(
+        False,
+        description="Let server_url be localhost or a private, loopback or reserved address "
+        "(a Loomio on the gateway's own network, or a test server)",
+    )
 
 
 def _visible(raw: str) -> bool:
