@@ -41,6 +41,23 @@ class DeliveryTarget(StrEnum):
     CALLBACK = "callback"
 
 
+class LinkType(StrEnum):
+    """How a platform account came to be linked to a MetagovID."""
+
+    OAUTH = "oauth"
+    EMAIL = "email"
+    MANUAL = "manual"
+
+
+class LinkQuality(StrEnum):
+    """How sure the Driver (or the gateway) is that the account belongs to the person."""
+
+    STRONG_CONFIRM = "strong_confirm"
+    CONFIRMED = "confirmed"
+    WEAK_CONFIRM = "weak_confirm"
+    UNKNOWN = "unknown"
+
+
 class InboxStatus(StrEnum):
     """A stored webhook waits (pending) until handled, or until given up (failed)."""
 
@@ -314,3 +331,59 @@ class UsedOAuthState(Base):
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime]
+
+
+class MetagovId(Base):
+    """One person in one community, across platforms.
+
+    ``external_id`` is what Drivers see: random, so that knowing one id tells nothing of another.
+    After a merge, ``primary_id`` points at the id the person is now known by; merges re-point
+    every id of the merged group, so it always points at a primary (one lookup resolves any id).
+    """
+
+    __tablename__ = "metagov_ids"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    community_id: Mapped[int] = mapped_column(
+        ForeignKey("communities.id", ondelete="CASCADE"), index=True
+    )
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    primary_id: Mapped[int | None] = mapped_column(
+        ForeignKey("metagov_ids.id", ondelete="CASCADE"), index=True, default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LinkedAccount(Base):
+    """A platform account of the person a MetagovID stands for; it always hangs on a primary id.
+
+    An account is linked at most once per community: the unique constraint is the truth, with
+    ``community_platform_id`` the empty string when absent so that it applies on every database.
+    """
+
+    __tablename__ = "linked_accounts"
+    __table_args__ = (
+        UniqueConstraint(
+            "community_id",
+            "platform_type",
+            "platform_identifier",
+            "community_platform_id",
+            name="uq_linked_accounts_account",
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    metagov_id: Mapped[int] = mapped_column(
+        ForeignKey("metagov_ids.id", ondelete="CASCADE"), index=True
+    )
+    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"))
+    platform_type: Mapped[str] = mapped_column(String(64))
+    platform_identifier: Mapped[str] = mapped_column(String(200))
+    community_platform_id: Mapped[str] = mapped_column(String(200), default="")
+    custom_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    link_type: Mapped[str] = mapped_column(String(16))
+    link_quality: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
