@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from metagov import __version__
-from metagov.api import auth, communities, events, generated, health, hooks, plugins
+from metagov.api import auth, communities, events, generated, health, hooks, identity, plugins
 from metagov.api.middleware import AccessLog, BodySizeLimit, RejectNulCharacters
 from metagov.config import Settings
 from metagov.db import migrate
@@ -104,6 +104,7 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(events.router)
     app.include_router(communities.router)
+    app.include_router(identity.router)
     app.include_router(plugins.router)
     for spec in registry:
         app.include_router(generated.plugin_router(spec))

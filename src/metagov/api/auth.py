@@ -25,8 +25,17 @@ async def authorize(
     redirect_uri: Text,
     type: Annotated[str, Query(pattern="^(app|user)$")] = "app",
     state: Annotated[str | None, Query(max_length=500)] = None,
+    metagov_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="With `type=user`: the MetagovID to link the user's account to",
+        ),
+    ] = None,
 ) -> RedirectResponse:
-    """Start installing a plugin (``type=app``) or logging a user in (``type=user``)."""
+    """Start installing a plugin (``type=app``) or logging a user in (``type=user``); a login
+    links the user's platform account to a MetagovID, returned as ``metagov_id``."""
     url = await oauth.authorize(
         runtime,
         plugin,
@@ -34,6 +43,7 @@ async def authorize(
         community=community,
         redirect_uri=redirect_uri,
         driver_state=state,
+        metagov_id=metagov_id,
     )
     return RedirectResponse(url, status_code=302)
 

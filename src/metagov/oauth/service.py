@@ -4,7 +4,8 @@ The browser goes Driver → ``/auth/{plugin}/authorize`` → platform → ``/aut
 → Driver. Between the two legs, everything the callback needs (community, Driver redirect URI,
 the Driver's own ``state``) travels inside our ``state`` parameter, HMAC-signed with a key derived
 from the secret keys, with a 128-bit random nonce and a 10-minute expiry. No token ever goes into a
-URL: the credentials are stored encrypted, and the Driver is only told the community.
+URL: the credentials are stored encrypted, and the Driver is only told the community (and, after
+a user's login, the user's platform id and the MetagovID their account is now linked to).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from metagov.db.base import utcnow
 from metagov.db.models import Community
 from metagov.errors import BadRequest, MetagovError, NotFound
+from metagov.identity import service as identity
 from metagov.instances import service as instances
 from metagov.oauth import repository
 from metagov.plugins.registry import PluginSpec
-from metagov.plugins.sdk import OAuthError
+from metagov.plugins.sdk import OAuthError, OAuthInstall
 from metagov.runtime import Runtime
 from metagov.tenancy import repository as tenancy
 
@@ -47,6 +49,8 @@ class FlowState:
     driver_state: str | None
     nonce: str
     expires: int
+    # The person a ``user`` login links the account to; None: the account's person, or a new one.
+    metagov_id: str | None = None
 
 
 def _key(runtime: Runtime) -> bytes:
@@ -117,16 +121,21 @@ async def authorize(
     community: str,
     redirect_uri: str,
     driver_state: str | None,
+    metagov_id: str | None = None,
 ) -> str:
     """The platform URL to send the browser to."""
     spec = oauth_spec(runtime, plugin)
     if kind not in KINDS:
         raise BadRequest(f"type must be one of {', '.join(KINDS)}", code="bad_type")
+    if metagov_id is not None and kind != "user":
+        raise BadRequest("metagov_id applies to type=user logins only")
     check_redirect(runtime, redirect_uri)
     async with runtime.db.snapshot() as session:
-        exists = await tenancy.slug_taken(session, community)
-    if not exists:
-        raise NotFound(f"community {community!r} not found", code="unknown_community")
+        found = await tenancy.community_by_slug(session, community)
+        if found is None:
+            raise NotFound(f"community {community!r} not found", code="unknown_community")
+        if metagov_id is not None:
+            await identity.require_id(session, found, metagov_id)
     state = FlowState(
         plugin=plugin,
         kind=kind,
@@ -135,6 +144,7 @@ async def authorize(
         driver_state=driver_state,
         nonce=secrets.token_hex(16),
         expires=int(time.time()) + STATE_TTL_SECONDS,
+        metagov_id=metagov_id,
     )
     return spec.plugin.oauth_authorize_url(
         kind=kind, redirect_uri=callback_url(runtime, plugin), state=sign_state(runtime, state)
@@ -201,24 +211,9 @@ async def _finish(
         params=dict(params),
     )
     pid = install.community_platform_id
+    if state.kind == "user":
+        return await _login(runtime, spec, state, community, install)
     async with runtime.db.snapshot() as session:
-        if state.kind == "user":
-            if pid is None:
-                known = await repository.enabled_in(session, spec.name, community.id)
-            else:
-                known = (
-                    await repository.installed_in(
-                        session, spec.name, pid, community_id=community.id, here=True
-                    )
-                    is not None
-                )
-            if not known:
-                raise OAuthError(
-                    "not_installed", "This workspace is not installed in the community"
-                )
-            return back_to_driver(
-                state, community=community.slug, user_id=install.installer_user_id
-            )
         if pid is None:
             raise OAuthError("no_tenant", "The platform did not say what was installed")
         elsewhere = await repository.installed_in(
@@ -236,3 +231,50 @@ async def _finish(
         credentials_expire_at=install.credentials_expire_at,
     )
     return back_to_driver(state, community=community.slug)
+
+
+async def _login(
+    runtime: Runtime,
+    spec: PluginSpec,
+    state: FlowState,
+    community: Community,
+    install: OAuthInstall,
+) -> str:
+    """A user logged in: link their account to a MetagovID of the community (the one the Driver
+    named, else the account's person, else a new one) and tell the Driver which. An account
+    linked to another person is left where it is, and the Driver is told so."""
+    pid = install.community_platform_id
+    async with runtime.db.snapshot() as session:
+        if pid is None:
+            known = await repository.enabled_in(session, spec.name, community.id)
+        else:
+            known = (
+                await repository.installed_in(
+                    session, spec.name, pid, community_id=community.id, here=True
+                )
+                is not None
+            )
+    if not known:
+        raise OAuthError("not_installed", "This workspace is not installed in the community")
+    user_id = install.installer_user_id
+    if user_id is None:
+        return back_to_driver(state, community=community.slug)
+    try:
+        async with runtime.unit_of_work() as session:
+            person = await identity.link_login(
+                session,
+                community,
+                platform_type=spec.name,
+                platform_identifier=user_id,
+                community_platform_id=pid,
+                metagov_id=state.metagov_id,
+            )
+    except identity.AccountLinked as exc:
+        return back_to_driver(
+            state,
+            community=community.slug,
+            user_id=user_id,
+            error=exc.code,
+            error_description=exc.detail,
+        )
+    return back_to_driver(state, community=community.slug, user_id=user_id, metagov_id=person)

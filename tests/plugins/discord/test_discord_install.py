@@ -184,6 +184,8 @@ async def test_user_login_returns_the_discord_user_id(
 
     back = await callback(gw, query["state"][0], code="login-code")
 
+    [person] = back.pop("metagov_id")  # the login linked the account to a new MetagovID
+    assert person.startswith("mgid_")
     assert back == {
         "community": ["commons"],
         "user_id": ["80351110224678912"],

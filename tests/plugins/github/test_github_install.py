@@ -210,6 +210,8 @@ async def test_a_user_logs_in(
 
     back = await come_back(gateway, code="u5er", state=state)
 
+    [person] = back.pop("metagov_id")  # the login linked the account to a new MetagovID
+    assert person.startswith("mgid_")
     assert back == {"community": ["commons"], "user_id": ["octocat"], "state": ["driver-state"]}
     exchange = parse_qs(exchanged.calls.last.request.content.decode())
     assert exchange["redirect_uri"] == ["https://metagov.test/auth/github/callback"]

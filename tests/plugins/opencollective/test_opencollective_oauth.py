@@ -146,6 +146,8 @@ async def test_user_login_names_the_account(
 
     back = await callback(gateway, state)
 
+    [person] = back.pop("metagov_id")  # the login linked the account to a new MetagovID
+    assert person.startswith("mgid_")
     assert back == {
         "community": ["commons"],
         "user_id": ["metagov-governance-bot"],

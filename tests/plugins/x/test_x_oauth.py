@@ -117,9 +117,12 @@ async def test_a_user_login_names_the_user_and_gives_the_token_back(
         f"/auth/x/callback?{urlencode({'state': sent['state'], 'code': 'c'})}"
     )
 
-    assert done.headers["location"] == (
-        f"{DONE}?community=commons&user_id={ACCOUNT['id']}&state=driver-1"
-    )
+    location = urlsplit(done.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == DONE
+    back = parse_qs(location.query)
+    [person] = back.pop("metagov_id")  # the login linked the account to a new MetagovID
+    assert person.startswith("mgid_")
+    assert back == {"community": ["commons"], "user_id": [ACCOUNT["id"]], "state": ["driver-1"]}
     assert form(revoked.calls.last.request)["token"] == ACCESS
 
 
