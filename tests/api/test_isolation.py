@@ -72,6 +72,19 @@ BODIES: dict[str, Any] = {
     "echo.approval": {"question": "ok?"},
     "echo.say": {"parameters": {"text": "hi"}},
     "subscriptions.set": {"event_types": ["process.*"]},
+    # Alice's community by name: a broken ownership check would add to it.
+    "identity.create_id": {"community": COMMONS, "count": 1},
+    "identity.link_account": {
+        "id": "mgid_x",
+        "community": COMMONS,
+        "platform_type": "echo",
+        "platform_identifier": "U1",
+    },
+    "identity.unlink_account": {
+        "community": COMMONS,
+        "platform_type": "echo",
+        "platform_identifier": "U1",
+    },
 }
 
 # Alice's data that must never reach bob, in any response: her platform id, her secret, her
