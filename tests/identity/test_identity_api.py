@@ -3,13 +3,16 @@ Drivers. Alice's ``commons`` has the test plugin ``echo`` (team T1) and ``random
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from metagov.db.models import MetagovId
+from metagov.db.models import LinkedAccount, MetagovId
+from metagov.errors import Conflict
+from metagov.identity import repository
 from metagov.runtime import Runtime
 from tests.conftest import RANDOMNESS, DriverKey, count_rows, make_community
 
@@ -476,3 +479,72 @@ async def test_filter_users_by_account(
         422,
         "validation_error",
     )
+
+
+@pytest.mark.usefixtures("commons")
+async def test_an_account_is_linked_once_per_community_and_goes_with_it(
+    client: httpx.AsyncClient, alice: DriverKey, runtime: Runtime
+) -> None:
+    [here] = await new_ids(client, alice)
+    await make_community(client, alice, "other", [ECHO])
+    [there] = await new_ids(client, alice, community="other")
+    await linked(client, alice, here, "U1")
+    # The same platform account, in another community: another person there.
+    elsewhere = await link(client, alice, there, "U1", community="other")
+    assert elsewhere.status_code == 201, elsewhere.text
+    merged = await new_ids(client, alice, community="other")
+    assert (await merge(client, alice, there, merged[0])).status_code == 200
+
+    deleted = await client.delete("/api/internal/community/other", headers=alice.headers)
+    assert deleted.status_code == 204
+    error(
+        await client.get(f"{BASE}/get_user", params={"id": there}, headers=alice.headers),
+        404,
+        "not_found",
+    )
+    assert accounts_of(await user(client, alice, here)) == ["U1"]
+    assert await count_rows(runtime, "metagov_ids") == 1
+    assert await count_rows(runtime, "linked_accounts") == 1
+
+
+@pytest.mark.usefixtures("commons")
+async def test_concurrent_links_and_crossed_merges_stay_consistent(
+    client: httpx.AsyncClient, alice: DriverKey, runtime: Runtime
+) -> None:
+    a, b = await new_ids(client, alice, 2)
+    racing = await asyncio.gather(
+        link(client, alice, a, "U1", community_platform_id=None),
+        link(client, alice, b, "U1", community_platform_id=None),
+    )
+    assert sorted(r.status_code for r in racing) == [201, 409]
+    # Crossed merges: one wins, the other then finds one person and changes nothing (no cycle).
+    crossed = await asyncio.gather(merge(client, alice, a, b), merge(client, alice, b, a))
+    assert [r.status_code for r in crossed] == [200, 200]
+    primaries = {(await user(client, alice, x))["primary_id"] for x in (a, b)}
+    assert len(primaries) == 1
+    async with runtime.db.snapshot() as session:
+        rows = (await session.scalars(select(MetagovId))).all()
+    assert sorted(r.primary_id is None for r in rows) == [False, True]
+
+    # The database refuses a second link of the account even past the service's check.
+    [account] = (await user(client, alice, a))["linked_accounts"]
+    async with runtime.db.snapshot() as session:
+        holder = (
+            await session.scalars(select(MetagovId).where(MetagovId.primary_id.is_(None)))
+        ).one()
+    with pytest.raises(Conflict) as refused:
+        async with runtime.unit_of_work() as session:
+            await repository.add_account(
+                session,
+                LinkedAccount(
+                    metagov_id=holder.id,
+                    community_id=holder.community_id,
+                    platform_type="echo",
+                    platform_identifier=account["platform_identifier"],
+                    community_platform_id="",
+                    link_type="manual",
+                    link_quality="unknown",
+                ),
+            )
+    assert refused.value.code == "account_linked"
+    assert await count_rows(runtime, "linked_accounts") == 1
