@@ -227,7 +227,7 @@ def main() -> int:
     parser.add_argument(
         "--w1-variants",
         default="",
-        help="what-if: extra W1 targets, e.g. 'pool;pool,noping' (bench.variants patches)",
+        help="what-if: extra W1 targets, e.g. 'pool;pool,lifo' (bench.variants patches)",
     )
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--keep-tmp", action="store_true")

@@ -1,7 +1,7 @@
 """What-if runs: the ``metagov`` command with one or more suggested fixes applied as monkeypatches,
 to measure a fix before anyone changes ``src/``. Nothing here is used by a normal bench run.
 
-``python -m bench.variants pool,noping,inline-deps -- serve --port 8000``
+``python -m bench.variants pool,lifo,inline-deps -- serve --port 8000``
 
 - ``pool``: a connection pool as large as the load (``pool_size=20, max_overflow=20``);
 - ``inline-deps``: FastAPI runs sync dependencies (``get_runtime``, ``_community_header``) inline
