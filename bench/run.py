@@ -216,7 +216,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override one of the sizes (see Sizes in bench/run.py), e.g. w5_events=2000",
+        help="override one of the sizes (see Sizes in bench/harness.py), e.g. w5_events=2000",
     )
     parser.add_argument("--profile", action="store_true", help="run the servers under py-spy")
     parser.add_argument(
