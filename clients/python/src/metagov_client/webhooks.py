@@ -110,6 +110,8 @@ def verify_event(
     msg_id = verify_signature(secret, headers, body, tolerance=tolerance, now=now)
     try:
         envelope = json.loads(body)
+        if not isinstance(envelope, dict):
+            raise TypeError("the body is not a JSON object")
         event = Event.from_json(envelope)
     except (ValueError, KeyError, TypeError):
         raise WebhookVerificationError("bad_body") from None
