@@ -197,6 +197,7 @@ def main(argv: list[str]) -> None:
         propose(settings, " ".join(argv[1:]) or "Adopt a code of conduct")
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is too much
     uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
 
 
