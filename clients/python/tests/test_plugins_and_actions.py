@@ -21,6 +21,7 @@ async def test_enable_configure_disable(aclient: AsyncMetagovClient, slug: str) 
     assert enabled.community_platform_id == "webhook"
     assert enabled.config == {"event_type_field": "type", "source_name": "webhook"}
     assert enabled.secrets_set == ["secret"]
+    assert enabled.suspended_at is None
 
     # The secret may be left out of a re-configuration: it keeps its stored value.
     configured = await aclient.configure_plugin(

@@ -64,7 +64,9 @@ def plugins_json(plugins: PluginsArg) -> list[dict[str, Any]]:
 @dataclass(frozen=True, slots=True)
 class Plugin:
     """A plugin instance enabled in a community. ``config`` never holds the secret fields;
-    ``secrets_set`` names those that have a stored value."""
+    ``secrets_set`` names those that have a stored value. ``suspended_at`` is set while the
+    platform has paused the gateway's access; ``notices`` is what the plugin shows once, in the
+    answer that enabled or re-configured the instance (a generated hook URL, a manual step)."""
 
     id: int
     name: str
@@ -75,6 +77,8 @@ class Plugin:
     secrets_set: list[str]
     created_at: datetime
     updated_at: datetime
+    suspended_at: datetime | None = None
+    notices: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plugin:
@@ -88,6 +92,8 @@ class Plugin:
             secrets_set=list(data.get("secrets_set") or []),
             created_at=parse_datetime(data["created_at"]),
             updated_at=parse_datetime(data["updated_at"]),
+            suspended_at=_optional_datetime(data.get("suspended_at")),
+            notices=_dict(data["notices"]) if data.get("notices") else None,
         )
 
 
