@@ -48,7 +48,6 @@ async def test_create_read_update_delete(aclient: AsyncMetagovClient, slug: str)
     assert webhook is not None and webhook.secrets_set == ["secret"]
     assert "secret" not in webhook.config
 
-    # `source_name` is sent although it has a default: see the xfail test below.
     only_webhook = await aclient.update_community(
         slug, plugins={"webhook": {"secret": "s3cret-s3cret", "source_name": "webhook"}}
     )
@@ -61,12 +60,6 @@ async def test_create_read_update_delete(aclient: AsyncMetagovClient, slug: str)
     assert missing.value.status_code == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: an instance whose platform id comes from a config default (the webhook "
-    "plugin's source_name) is not found again when the default is left out, so re-listing it "
-    "inserts a duplicate and answers 500",
-)
 async def test_relisting_a_plugin_that_leaves_its_platform_id_to_the_default(
     aclient: AsyncMetagovClient, slug: str
 ) -> None:
