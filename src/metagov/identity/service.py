@@ -13,8 +13,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from metagov.db.engine import Session
 from metagov.db.models import Community, Driver, LinkedAccount, LinkQuality, LinkType, MetagovId
 from metagov.errors import (
     AmbiguousPlugin,
@@ -90,14 +89,14 @@ def _unknown_id(external_id: str) -> NotFound:
     return NotFound(f"no MetagovID {external_id!r}")
 
 
-async def _resolve(session: AsyncSession, driver: Driver, external_id: str) -> Resolved:
+async def _resolve(session: Session, driver: Driver, external_id: str) -> Resolved:
     found = await repository.resolve(session, [external_id], driver_id=driver.id)
     if external_id not in found:
         raise _unknown_id(external_id)
     return found[external_id]
 
 
-async def _user(session: AsyncSession, resolved: Resolved) -> UserOut:
+async def _user(session: Session, resolved: Resolved) -> UserOut:
     accounts = await repository.accounts_of(session, [resolved.primary.id])
     return UserOut.build(resolved.named, resolved.primary, resolved.community, accounts)
 
@@ -107,7 +106,7 @@ def _describe(platform_type: str, platform_identifier: str, community_platform_i
     return f"{platform_type} account {platform_identifier!r}{where}"
 
 
-async def _lock(session: AsyncSession, community: Community) -> None:
+async def _lock(session: Session, community: Community) -> None:
     if not await repository.lock_community(session, community.id):
         raise NotFound(f"community {community.slug!r} not found", code="unknown_community")
 
@@ -116,7 +115,7 @@ async def _lock(session: AsyncSession, community: Community) -> None:
 
 
 async def create_ids(
-    session: AsyncSession, driver: Driver, community_slug: str, count: int
+    session: Session, driver: Driver, community_slug: str, count: int
 ) -> list[str]:
     """``count`` new ids in the Driver's community."""
     community = await tenancy.get_community(session, driver, community_slug)
@@ -126,7 +125,7 @@ async def create_ids(
 
 
 async def merge_ids(
-    session: AsyncSession, driver: Driver, primary_id: str, secondary_id: str
+    session: Session, driver: Driver, primary_id: str, secondary_id: str
 ) -> UserOut:
     """Merge the person of ``secondary_id`` into the person of ``primary_id``: the secondary's
     accounts move to the primary, and every id that resolved to the secondary's primary now
@@ -176,7 +175,7 @@ async def merge_ids(
     return await _user(session, found[primary_id])
 
 
-async def _require_plugin(session: AsyncSession, community: Community, plugin: str) -> None:
+async def _require_plugin(session: Session, community: Community, plugin: str) -> None:
     if not await instances.instances_of(session, community.id, plugin):
         raise NotFound(
             f"plugin {plugin!r} is not enabled in community {community.slug!r}",
@@ -185,7 +184,7 @@ async def _require_plugin(session: AsyncSession, community: Community, plugin: s
 
 
 async def _record_link(
-    session: AsyncSession,
+    session: Session,
     event_type: str,
     record: LinkedAccountOut,
     community: Community,
@@ -202,7 +201,7 @@ async def _record_link(
 
 
 async def _link(
-    session: AsyncSession,
+    session: Session,
     community: Community,
     primary: MetagovId,
     *,
@@ -258,7 +257,7 @@ async def _link(
 
 
 async def link_account(
-    session: AsyncSession,
+    session: Session,
     driver: Driver,
     *,
     metagov_id: str,
@@ -298,7 +297,7 @@ async def link_account(
 
 
 async def unlink_account(
-    session: AsyncSession,
+    session: Session,
     driver: Driver,
     *,
     community_slug: str,
@@ -321,14 +320,14 @@ async def unlink_account(
     return record
 
 
-async def require_id(session: AsyncSession, community: Community, metagov_id: str) -> None:
+async def require_id(session: Session, community: Community, metagov_id: str) -> None:
     """404 unless ``metagov_id`` is an id of ``community``."""
     if metagov_id not in await repository.resolve(session, [metagov_id], community_id=community.id):
         raise _unknown_id(metagov_id)
 
 
 async def link_login(
-    session: AsyncSession,
+    session: Session,
     community: Community,
     *,
     platform_type: str,
@@ -378,12 +377,12 @@ async def link_login(
 # --- reads --------------------------------------------------------------------------------------
 
 
-async def get_user(session: AsyncSession, driver: Driver, metagov_id: str) -> UserOut:
+async def get_user(session: Session, driver: Driver, metagov_id: str) -> UserOut:
     return await _user(session, await _resolve(session, driver, metagov_id))
 
 
 async def get_users(
-    session: AsyncSession,
+    session: Session,
     driver: Driver,
     community_slug: str,
     where: AccountFilter,
@@ -414,7 +413,7 @@ async def get_users(
 
 
 async def filter_users_by_account(
-    session: AsyncSession, driver: Driver, metagov_ids: Sequence[str], where: AccountFilter
+    session: Session, driver: Driver, metagov_ids: Sequence[str], where: AccountFilter
 ) -> list[str]:
     """Those of ``metagov_ids`` (in the order given, once each) whose person has an account
     matching ``where``."""
@@ -430,7 +429,7 @@ async def filter_users_by_account(
 
 
 async def get_linked_account(
-    session: AsyncSession,
+    session: Session,
     driver: Driver,
     metagov_id: str,
     platform_type: str,
