@@ -121,3 +121,14 @@ def create_app(
         app.include_router(generated.plugin_router(spec))
     app.include_router(plugins.fallback)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The app of one of several API processes (``metagov serve --workers N``): each process
+    reads the settings from the environment and sets up its own logging. They share nothing but
+    the database and Redis; every cache in a process is checked against the database."""
+    from metagov import logs
+
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -54,17 +54,44 @@ def _setup_logging(settings: Settings) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="API processes; default: one per core in production, one otherwise",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway (and, without Redis, its jobs in the same process)."""
+    import os
+
     import uvicorn
 
     from metagov.app import create_app
 
     settings = _settings()
     _setup_logging(settings)
+    count = workers or ((os.cpu_count() or 1) if settings.environment == "production" else 1)
     # Logging is configured above; uvicorn logs through it instead of its own setup.
     # uvicorn's own access log would print query strings (OAuth codes); the app logs requests.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    if count == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+        return
+    if settings.auto_migrate:
+        # Once, here: processes migrating at the same time would race.
+        from metagov.db import migrate
+
+        _run(lambda: migrate.upgrade(settings.database_url))
+        os.environ["METAGOV_AUTO_MIGRATE"] = "false"
+    uvicorn.run(
+        "metagov.app:serve_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=count,
+        log_config=None,
+        access_log=False,
+    )
 
 
 @app.command()

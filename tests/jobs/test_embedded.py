@@ -115,3 +115,33 @@ def test_json_logs_carry_ids_and_drop_secrets() -> None:
     assert line["delivery_id"] == 12
     assert "webhook_secret" not in line
     assert "whsec_leak" not in json.dumps(line)
+
+
+async def test_a_deadline_is_met_to_the_moment_not_at_the_next_sweep(
+    database_url: str,
+) -> None:
+    """With a sweep only once a minute, a process still closes when its deadline passes: its
+    own doorbell was rung for that moment when it started."""
+    settings = make_settings(database_url, jobs_in_process=True, sweep_interval_seconds=60)
+    app = create_app(settings, make_registry())
+    receiver = DriverReceiver()
+    async with app.router.lifespan_context(app), receiver.running():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            driver = await setup_driver(app, http, receiver.url)
+            await app.state.runner.next_pass()  # the sweep at start-up has passed
+            randomness = {"default_low": 1, "default_high": 6}
+            enabled = await http.post(
+                "/api/internal/plugin/randomness", json=randomness, headers=driver.to("commons")
+            )
+            assert enabled.status_code == 201
+            started = await http.post(
+                "/api/internal/process/randomness.delayed-stochastic-vote",
+                json={"options": ["a", "b"], "delay_seconds": 1},
+                headers=driver.to("commons"),
+            )
+            assert started.status_code == 202
+            await receiver.wait_answered(1, within=15)  # well before the next sweep
+    [completed] = [json.loads(r.body) for r in receiver.received]
+    assert completed["event_type"] == "process.completed"
+    assert completed["data"]["id"] == started.json()["id"]

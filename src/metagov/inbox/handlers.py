@@ -16,7 +16,7 @@ nothing is saved, the leases are given back and the webhook is retried later, wh
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,7 +45,13 @@ class LeaseLost(Exception):
     """The webhook's lease ran out while it was handled and another job took it over."""
 
 
-async def handle_sender(runtime: Runtime, sender: str, *, limit: int = 100) -> int:
+# How many of a sender's waiting webhooks one claim takes: handled in order, those that concern no
+# process together, with one transaction for all of them.
+BATCH = 50
+Target = tuple[PluginInstance, str]
+
+
+async def handle_sender(runtime: Runtime, sender: str, *, limit: int = 500) -> int:
     """Handle the sender's waiting webhooks in order, until none is due, one fails, or another
     job holds the oldest; returns how many were handled. After ``limit``, the rest is left to a
     fresh job so other senders get their turn."""
@@ -54,12 +60,15 @@ async def handle_sender(runtime: Runtime, sender: str, *, limit: int = 100) -> i
         now = utcnow()
         lease = now + timedelta(seconds=runtime.settings.inbox_lease_seconds)
         async with runtime.db.statement_session() as session:
-            claimed = await repository.claim_head(session, sender, now, lease)
-        if claimed is None:
+            claimed = await repository.claim_oldest(
+                session, sender, now, lease, batch=min(BATCH, limit - handled)
+            )
+        if not claimed:
             return handled
-        if not await _handle(runtime, claimed):
+        done = await _handle_claimed(runtime, claimed)
+        handled += done
+        if done < len(claimed):
             return handled
-        handled += 1
     await runtime.queue.enqueue(handle_job(sender, 0))
     return handled
 
@@ -77,51 +86,135 @@ async def handle(runtime: Runtime, inbox_id: int) -> bool:
         return await repository.status_of(session, inbox_id) == InboxStatus.HANDLED
 
 
-async def _handle(runtime: Runtime, claimed: Claimed) -> bool:
-    """Run everything one webhook calls for, then save it all at once; False if it failed."""
-    spec = runtime.registry.get(claimed.plugin_name)
-    request = WebhookRequest(headers=claimed.headers, body=claimed.body, query=claimed.query)
+async def _handle_claimed(runtime: Runtime, claimed: list[Claimed]) -> int:
+    """Handle a sender's claimed webhooks in order; returns how many were handled. Runs of
+    webhooks that concern no process are handled together; a webhook for processes alone. After
+    a failure the rest are released, for the next job."""
+    spec = runtime.registry.get(claimed[0].plugin_name)
+    async with runtime.db.snapshot() as session:
+        targets = await repository.instances_for(session, claimed[0])
+    done = 0
+    run: list[tuple[Claimed, WebhookRequest]] = []
+    for item in claimed:
+        request = WebhookRequest(headers=item.headers, body=item.body, query=item.query)
+        if not _concerns_processes(spec, request):
+            run.append((item, request))
+            continue
+        ok = not run or await _handle_together(runtime, spec, targets, run)
+        done += len(run) if ok else 0
+        run = []
+        if not ok or not await _handle(runtime, spec, targets, item, request):
+            break
+        done += 1
+    else:
+        if run and await _handle_together(runtime, spec, targets, run):
+            done += len(run)
+    rest = [item.id for item in claimed[done:]]  # a failed one's lease is already given back
+    if rest:
+        async with runtime.unit_of_work() as session:
+            await repository.release(session, rest, claimed[0].lease)
+    return done
+
+
+def _concerns_processes(spec: PluginSpec, request: WebhookRequest) -> bool:
+    if not spec.processes:
+        return False
+    keys = spec.plugin.webhook_keys(request)
+    return keys is None or bool(keys)
+
+
+async def _handle_together(
+    runtime: Runtime,
+    spec: PluginSpec,
+    targets: Sequence[Target],
+    run: Sequence[tuple[Claimed, WebhookRequest]],
+) -> bool:
+    """The plugin's receiver for each webhook of ``run``, in order, each instance's calls sharing
+    one context (so each sees the state the one before left); then one transaction marks them
+    all handled and saves what they did. False if one failed: its failure is recorded, and
+    nothing of the others is saved (they are handled again later)."""
+    calls = [(instance, build_context(runtime, spec, slug, instance)) for instance, slug in targets]
+    for item, request in run:
+        try:
+            for _, ctx in calls:
+                if ctx.disable_reason is None:
+                    await call_plugin(spec, ctx, _receiver(spec, ctx, request))
+        except Exception as exc:
+            log.exception("webhook handler failed", extra={"inbox_id": item.id})
+            await _record_failure(runtime, item, exc)
+            return False
+    return await _save(runtime, [item for item, _ in run], calls, [])
+
+
+async def _handle(
+    runtime: Runtime,
+    spec: PluginSpec,
+    targets: Sequence[Target],
+    claimed: Claimed,
+    request: WebhookRequest,
+) -> bool:
+    """Run everything one webhook calls for, processes included, then save it all at once;
+    False if it failed."""
     held: list[processes.Held] = []
     try:
-        targets = claimed.instances
-        if targets is None:
-            async with runtime.db.snapshot() as session:
-                targets = await repository.instances_for(session, claimed)
         calls: list[tuple[PluginInstance, PluginContext[Any]]] = []
         runs: list[processes.Ran] = []
         for instance, slug in targets:
-            ctx = await _receive(runtime, spec, slug, instance, request)
+            ctx = build_context(runtime, spec, slug, instance)
+            await call_plugin(spec, ctx, _receiver(spec, ctx, request))
             calls.append((instance, ctx))
             if ctx.disable_reason is None:
                 runs.extend(await _process_hooks(runtime, spec, instance, request, held))
+    except Exception as exc:
+        await _release_processes(runtime, held)
+        log.exception("webhook handler failed", extra={"inbox_id": claimed.id})
+        await _record_failure(runtime, claimed, exc)
+        return False
+    if not await _save(runtime, [claimed], calls, runs):
+        await _release_processes(runtime, held)
+        return False
+    return True
+
+
+def _receiver(
+    spec: PluginSpec, ctx: PluginContext[Any], request: WebhookRequest
+) -> Callable[[], Awaitable[None]]:
+    return lambda: spec.plugin.receive_webhook(ctx, request)
+
+
+async def _save(
+    runtime: Runtime,
+    claimed: Sequence[Claimed],
+    calls: Sequence[tuple[PluginInstance, PluginContext[Any]]],
+    runs: Sequence[processes.Ran],
+) -> bool:
+    """Mark ``claimed`` handled and save what their calls and process hooks recorded, in one
+    transaction; then deliver the events from this job. False if a lease was lost (nothing is
+    saved then) or saving failed (recorded on the first webhook)."""
+    try:
         async with runtime.unit_of_work() as session:
-            if not await repository.mark_handled(session, claimed.id, claimed.lease, utcnow()):
+            ids = [item.id for item in claimed]
+            if not await repository.mark_handled(session, ids, claimed[0].lease, utcnow()):
                 raise LeaseLost
             for instance, ctx in calls:
                 await save_effects(session, runtime, instance, ctx)
             for ran in runs:
                 await processes.apply(session, runtime, ran)
             rung = take_doorbells(session, "deliver")
+    except LeaseLost:
+        log.warning("webhooks taken over by another job", extra={"inbox_id": claimed[0].id})
+        return False
     except Exception as exc:
-        for process in held:
-            await processes.release(runtime, process.process.id, process.version)
-        if isinstance(exc, LeaseLost):
-            log.warning("webhook taken over by another job", extra={"inbox_id": claimed.id})
-        else:
-            log.exception("webhook handler failed", extra={"inbox_id": claimed.id})
-            await _record_failure(runtime, claimed, exc)
+        log.exception("saving a webhook's effects failed", extra={"inbox_id": claimed[0].id})
+        await _record_failure(runtime, claimed[0], exc)
         return False
     await deliver_rung(runtime, rung)
     return True
 
 
-async def _receive(
-    runtime: Runtime, spec: PluginSpec, slug: str, instance: PluginInstance, webhook: WebhookRequest
-) -> PluginContext[Any]:
-    """Run the plugin's ``receive_webhook`` for one instance; returns what it recorded."""
-    ctx = build_context(runtime, spec, slug, instance)
-    await call_plugin(spec, ctx, lambda: spec.plugin.receive_webhook(ctx, webhook))
-    return ctx
+async def _release_processes(runtime: Runtime, held: Sequence[processes.Held]) -> None:
+    for process in held:
+        await processes.release(runtime, process.process.id, process.version)
 
 
 async def _process_hooks(

@@ -3,13 +3,13 @@ claims on each sender's oldest waiting webhook."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     LargeBinary,
-    Row,
     String,
     bindparam,
     func,
@@ -191,7 +191,7 @@ async def insert_for_tenant(conn: AsyncConnection, values: dict[str, Any]) -> in
 _NOW = bindparam("now", type_=UTCDateTime())
 _LEASE = bindparam("new_lease", type_=UTCDateTime())
 _HELD_LEASE = bindparam("held_lease", type_=UTCDateTime())
-_HEAD = (
+_WAITING = (
     select(InboundWebhook.id)
     .where(
         InboundWebhook.sender == bindparam("head_sender"),
@@ -199,9 +199,9 @@ _HEAD = (
         InboundWebhook.next_attempt_at <= _NOW,
     )
     .order_by(InboundWebhook.id)
-    .limit(1)
-    .scalar_subquery()
 )
+_HEAD = _WAITING.limit(1).scalar_subquery()
+_Head = aliased(InboundWebhook)
 _WEBHOOK = (
     InboundWebhook.id,
     InboundWebhook.plugin_name,
@@ -211,32 +211,18 @@ _WEBHOOK = (
     InboundWebhook.plugin_instance_id,
     InboundWebhook.community_platform_id,
 )
-# Lease the sender's oldest waiting webhook unless another job holds it: the sender's webhooks
-# are then handled one at a time, in the order they arrived.
+# Lease the sender's oldest waiting webhooks (up to ``batch``) unless another job holds the
+# oldest: the sender's webhooks are then handled by one job at a time, in the order they arrived.
 _CLAIM = (
     update(InboundWebhook)
     .where(
-        InboundWebhook.id == _HEAD,
+        InboundWebhook.id.in_(_WAITING.limit(bindparam("batch")).scalar_subquery()),
         or_(InboundWebhook.lease_until.is_(None), InboundWebhook.lease_until <= _NOW),
+        ~select(_Head.id).where(_Head.id == _HEAD, _Head.lease_until > _NOW).exists(),
     )
     .values(lease_until=_LEASE)
+    .returning(*_WEBHOOK)
 )
-
-
-def _claim_with_instance() -> Any:
-    """PostgreSQL: the claim, and the webhook's instance with its community's slug, in one
-    statement."""
-    claimed = _CLAIM.returning(*_WEBHOOK).cte("claimed")
-    return (
-        select(claimed, PluginInstance, Community.slug)
-        .select_from(claimed)
-        .outerjoin(PluginInstance, PluginInstance.id == claimed.c.plugin_instance_id)
-        .outerjoin(Community, Community.id == PluginInstance.community_id)
-    )
-
-
-_CLAIM_WITH_INSTANCE = _claim_with_instance()
-_CLAIM_ID = _CLAIM.returning(*_WEBHOOK)
 _INSTANCES = select(PluginInstance, Community.slug).join(
     Community, Community.id == PluginInstance.community_id
 )
@@ -249,8 +235,7 @@ _INSTANCES_OF_TENANT = _INSTANCES.where(
 
 @dataclass(frozen=True)
 class Claimed:
-    """A stored webhook this job holds the lease on, with the instances it is for when the
-    claiming statement could read them."""
+    """A stored webhook this job holds the lease on."""
 
     id: int
     plugin_name: str
@@ -260,40 +245,31 @@ class Claimed:
     plugin_instance_id: int | None
     community_platform_id: str | None
     lease: datetime
-    instances: list[tuple[PluginInstance, str]] | None
 
 
-def _claimed(row: Row[Any], lease: datetime, instances: Any) -> Claimed:
-    return Claimed(
-        row.id,
-        row.plugin_name,
-        row.headers,
-        row.query,
-        row.body,
-        row.plugin_instance_id,
-        row.community_platform_id,
-        lease,
-        instances,
+async def claim_oldest(
+    session: AsyncSession, sender: str, now: datetime, lease: datetime, *, batch: int
+) -> list[Claimed]:
+    """Lease up to ``batch`` of the sender's oldest due waiting webhooks, oldest first, unless
+    another job holds the oldest (nothing then)."""
+    params = {"head_sender": sender, "now": now, "new_lease": lease, "batch": batch}
+    rows = (await session.execute(_CLAIM, params)).all()
+    return sorted(
+        (
+            Claimed(
+                row.id,
+                row.plugin_name,
+                row.headers,
+                row.query,
+                row.body,
+                row.plugin_instance_id,
+                row.community_platform_id,
+                lease,
+            )
+            for row in rows
+        ),
+        key=lambda claimed: claimed.id,
     )
-
-
-async def claim_head(
-    session: AsyncSession, sender: str, now: datetime, lease: datetime
-) -> Claimed | None:
-    """Lease the sender's oldest due waiting webhook, unless it is leased; None then, or if the
-    sender has none. On PostgreSQL the webhook's instance comes in the same statement."""
-    params = {"head_sender": sender, "now": now, "new_lease": lease}
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
-        row = (await session.execute(_CLAIM_WITH_INSTANCE, params)).one_or_none()
-        if row is None:
-            return None
-        instances = None
-        if row.plugin_instance_id is not None:
-            instances = [] if row.PluginInstance is None else [(row.PluginInstance, row.slug)]
-        return _claimed(row, lease, instances)
-    found = (await conn.execute(_CLAIM_ID, params)).one_or_none()
-    return None if found is None else _claimed(found, lease, None)
 
 
 async def instances_for(
@@ -316,7 +292,11 @@ _HELD = (
 )
 _MARK_HANDLED = (
     update(InboundWebhook)
-    .where(*_HELD)
+    .where(
+        InboundWebhook.id.in_(bindparam("inbox_ids", expanding=True)),
+        InboundWebhook.lease_until == _HELD_LEASE,
+        InboundWebhook.status == PENDING,
+    )
     .values(
         status=InboxStatus.HANDLED.value,
         handled_at=bindparam("handled", type_=UTCDateTime()),
@@ -327,12 +307,25 @@ _MARK_HANDLED = (
 
 
 async def mark_handled(
-    session: AsyncSession, inbox_id: int, lease: datetime, now: datetime
+    session: AsyncSession, inbox_ids: Sequence[int], lease: datetime, now: datetime
 ) -> bool:
-    """Mark the held webhook handled; False if the lease was lost meanwhile."""
-    params = {"inbox_id": inbox_id, "held_lease": lease, "handled": now}
+    """Mark the held webhooks handled; False if a lease was lost meanwhile."""
+    params = {"inbox_ids": list(inbox_ids), "held_lease": lease, "handled": now}
     done = await session.execute(_MARK_HANDLED, params)
-    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+    return bool(done.rowcount == len(inbox_ids))  # type: ignore[attr-defined]
+
+
+async def release(session: AsyncSession, inbox_ids: Sequence[int], lease: datetime) -> None:
+    """Give back the leases of webhooks this job will not handle now."""
+    await session.execute(
+        update(InboundWebhook)
+        .where(
+            InboundWebhook.id.in_(inbox_ids),
+            InboundWebhook.lease_until == lease,
+            InboundWebhook.status == PENDING,
+        )
+        .values(lease_until=None)
+    )
 
 
 async def held_webhook(

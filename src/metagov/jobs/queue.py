@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,15 +26,17 @@ JobArg = int | str
 @dataclass(frozen=True)
 class Job:
     """A named job with id arguments. ``key`` de-duplicates: while a job with the same key is
-    queued, ringing again adds nothing."""
+    queued, ringing again adds nothing. ``at`` (seconds since the epoch) defers it: a deadline
+    rings its own doorbell for the moment it passes."""
 
     name: str
     args: tuple[JobArg, ...]
     key: str
+    at: float | None = None
 
     @classmethod
-    def of(cls, name: str, *args: JobArg, key: str | None = None) -> Job:
-        return cls(name, args, key or ":".join([name, *map(str, args)]))
+    def of(cls, name: str, *args: JobArg, key: str | None = None, at: float | None = None) -> Job:
+        return cls(name, args, key or ":".join([name, *map(str, args)]), at)
 
 
 class JobQueue(Protocol):
@@ -76,6 +79,7 @@ class LocalQueue:
     def __init__(self, *, max_jobs: int = 10) -> None:
         self._run_job: JobRunner | None = None
         self._started = asyncio.Event()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._running: dict[tuple[str, tuple[JobArg, ...]], asyncio.Task[None]] = {}
         self._again: set[tuple[str, tuple[JobArg, ...]]] = set()
         self._idle = asyncio.Event()
@@ -87,6 +91,9 @@ class LocalQueue:
         self._started.set()
 
     async def enqueue(self, job: Job) -> None:
+        if job.at is not None:
+            self._defer(job)
+            return
         slot = (job.name, job.args)
         if slot in self._running:
             self._again.add(slot)
@@ -97,6 +104,21 @@ class LocalQueue:
     async def enqueue_many(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
             await self.enqueue(job)
+
+    def _defer(self, job: Job) -> None:
+        """Ring ``job`` when its time comes (at once if it has come)."""
+        assert job.at is not None
+        if job.key in self._timers:
+            return
+        now = asyncio.get_running_loop().time()
+        delay = max(0.0, job.at - time.time())
+        due = Job(job.name, job.args, job.key)
+
+        def ring() -> None:
+            self._timers.pop(job.key, None)
+            asyncio.get_running_loop().create_task(self.enqueue(due))
+
+        self._timers[job.key] = asyncio.get_running_loop().call_at(now + delay, ring)
 
     async def _run(self, job: Job) -> None:
         slot = (job.name, job.args)
@@ -123,6 +145,9 @@ class LocalQueue:
             await self._idle.wait()
 
     async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)

@@ -103,9 +103,13 @@ class ArqQueue:
         now_ms = int(time.time() * 1000)
         async with self.pool.pipeline(transaction=True) as pipe:
             for job in jobs:
+                # A deferred job is scored with its time, as arq's ``_defer_until`` does: workers
+                # only take jobs whose score has passed.
+                due_ms = max(now_ms, int(job.at * 1000)) if job.at is not None else now_ms
                 data = serialize_job(job.name, job.args, {}, None, now_ms, serializer=serialize)
-                pipe.set(job_key_prefix + job.key, data, px=JOB_EXPIRES_MS, nx=True)
-                pipe.zadd(QUEUE_NAME, {job.key: now_ms}, nx=True)
+                expires = JOB_EXPIRES_MS + (due_ms - now_ms)
+                pipe.set(job_key_prefix + job.key, data, px=expires, nx=True)
+                pipe.zadd(QUEUE_NAME, {job.key: due_ms}, nx=True)
             await pipe.execute()
 
     async def ping(self) -> bool:

@@ -18,7 +18,15 @@ from metagov.jobs.queue import take_doorbells
 from metagov.outbox import service as outbox
 from metagov.outbox.handlers import deliver_rung
 from metagov.processes import lifecycle, repository
-from metagov.processes.service import Held, Hook, apply, due_process_ids, hold, run_hook
+from metagov.processes.service import (
+    Held,
+    Hook,
+    apply,
+    due_process_ids,
+    hold,
+    ring_when_due,
+    run_hook,
+)
 from metagov.retry import Backoff
 from metagov.runtime import Runtime
 
@@ -64,9 +72,9 @@ async def run_due_process(
 async def _deliver_after(runtime: Runtime, held: Held, hook: Hook) -> None:
     """Run and apply a scheduled hook, then deliver the events it recorded from this job."""
     ran = await run_hook(runtime, held, hook)
-    async with runtime.db.transaction() as session:
+    async with runtime.unit_of_work() as session:
         await apply(session, runtime, ran)
-        rung = take_doorbells(session, "deliver")
+        rung = take_doorbells(session, "deliver")  # delivered from here; the others are rung
     await deliver_rung(runtime, rung)
 
 
@@ -77,6 +85,7 @@ async def _forget_deadline(runtime: Runtime, held: Held) -> None:
             process.closing_at = None
             process.lease_until = None
             process.version += 1
+            ring_when_due(session, process)
 
 
 async def _fail_stalled_start(runtime: Runtime, process_id: int) -> bool:

@@ -29,6 +29,7 @@ from metagov.db.models import Community, PluginInstance, Process, ProcessStatus
 from metagov.errors import Conflict, NotFound
 from metagov.instances import service as instances
 from metagov.instances.service import PluginContractError
+from metagov.jobs.queue import Job, ring_after_commit
 from metagov.outbox import service as outbox
 from metagov.plugins.registry import PluginSpec, ProcessSpec
 from metagov.plugins.sdk import ProcessContext, State, WebhookRequest
@@ -242,9 +243,23 @@ async def apply(session: Session, runtime: Runtime, ran: Ran) -> Process | None:
     started = before[0] == ProcessStatus.CREATED
     if ended or (process.outcome != before[1] and not started):
         await outbox.record_process_event(session, held.community_slug, process)
+    ring_when_due(session, process)
     await instances.save_effects(session, runtime, held.instance, ctx)
     await session.flush()
     return process
+
+
+def ring_when_due(session: Session, process: Process) -> None:
+    """Ring the process's own doorbell for its next deadline or update, so that it is met to the
+    moment rather than at the next sweep (which stays the safety net)."""
+    if process.status != ProcessStatus.PENDING:
+        return
+    moments = [m for m in (process.closing_at, process.next_update_at) if m is not None]
+    if not moments:
+        return
+    due = min(moments).timestamp() + 0.001  # never before the moment itself
+    key = f"run_process:{process.id}:{int(due * 1000)}"
+    ring_after_commit(session, Job.of("run_process", process.id, key=key, at=due))
 
 
 def _outcome_json(pspec: ProcessSpec, outcome: Any) -> dict[str, Any]:
