@@ -5,7 +5,8 @@ Driver's signing secret in ``BENCH_RECEIVER_SECRET``.
 200, or the status set by ``POST /mode {"status": 503}`` (a Driver outage). For every event it
 acknowledges it records the webhook-id (duplicates), the community and ``seq`` (order), and, when
 the event's data carries ``sent_at`` (the load generator's ``time.time()`` when it sent the
-webhook), the end-to-end latency. ``GET /stats`` and ``GET /dump`` report; ``POST /reset``
+webhook), the end-to-end latency; for every ``process.completed`` event, how long after the
+process's ``closing_at`` it arrived. ``GET /stats`` and ``GET /dump`` report; ``POST /reset``
 forgets.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 from bench import httpserver
@@ -36,6 +38,7 @@ class Receiver:
         self.order_violations = 0
         self.gaps = 0
         self.latencies: list[float] = []
+        self.deadline_latencies: list[float] = []
         self.first_ack_at: float | None = None
         self.last_ack_at: float | None = None
 
@@ -48,7 +51,11 @@ class Receiver:
         if path == "/stats":
             return 200, self.stats()
         if path == "/dump":
-            return 200, {**self.stats(), "latencies": self.latencies}
+            return 200, {
+                **self.stats(),
+                "latencies": self.latencies,
+                "deadline_latencies": self.deadline_latencies,
+            }
         if path == "/mode" and method == "POST":
             status = json.loads(body or b"{}").get("status")
             self.fail_status = int(status) if status and int(status) >= 300 else None
@@ -86,9 +93,13 @@ class Receiver:
             elif seq != last + 1:
                 self.gaps += 1
         self.last_seq[community] = max(seq, last or 0)
-        sent_at = (envelope.get("data") or {}).get("sent_at")
+        data = envelope.get("data") or {}
+        sent_at = data.get("sent_at")
         if isinstance(sent_at, int | float):
             self.latencies.append(now - sent_at)
+        if envelope.get("event_type") == "process.completed" and data.get("closing_at"):
+            closing = datetime.fromisoformat(str(data["closing_at"]).replace("Z", "+00:00"))
+            self.deadline_latencies.append(now - closing.timestamp())
         return 200, None
 
     def stats(self) -> dict[str, Any]:
@@ -102,6 +113,7 @@ class Receiver:
             "order_violations": self.order_violations,
             "gaps": self.gaps,
             "per_community": self.per_community,
+            "deadlines_met": len(self.deadline_latencies),
             "first_ack_at": self.first_ack_at,
             "last_ack_at": self.last_ack_at,
             "fail_status": self.fail_status,

@@ -105,36 +105,27 @@ def w1_rows(bench: Bench, w: dict[str, Any]) -> None:
 def w2_rows(bench: Bench, w: dict[str, Any]) -> None:
     ref = w["reference_w1_rps"]
     best = w["max_sustained_rate"]
+    share = w.get("target_share", 0.5)
+    where = "one community" if w.get("communities", 1) == 1 else f"{w['communities']} communities"
     bench.row(
-        "W2 end to end",
+        f"W2 e2e, {where}",
         "max sustained webhooks/s",
         best,
         ref,
         ratio(best, ref),
-        ">= 0.5",
+        f">= {share}",
         verdict(w["target_sustained"]),
     )
     lat = w["latency_run"]
-    ref_p50 = w["reference_w1_p50_ms"]
-    limit = 10 * ref_p50 if ref_p50 else None
-    ok = None if limit is None or lat["e2e_p99_ms"] is None else lat["e2e_p99_ms"] <= limit
+    p99 = lat["e2e_p99_ms"]
     bench.row(
         "",
-        f"e2e p50 ms @ {lat['rate']:.0f}/s",
-        lat["e2e_p50_ms"],
-        ref_p50,
-        ratio(lat["e2e_p50_ms"], ref_p50),
-        "",
-        "",
-    )
-    bench.row(
-        "",
-        f"e2e p99 ms @ {lat['rate']:.0f}/s",
-        lat["e2e_p99_ms"],
-        ref_p50,
-        ratio(lat["e2e_p99_ms"], ref_p50),
-        "<= 10",
-        verdict(ok),
+        f"e2e p50 / p99 ms @ {lat['rate']:.0f}/s",
+        f"{fmt(lat['e2e_p50_ms'])} / {fmt(p99)}",
+        None,
+        None,
+        "p99 <= 250",
+        verdict(None if p99 is None else lat["sustained"] and p99 <= 250),
     )
     best = w["at_max_sustained"]
     if best:
@@ -264,6 +255,38 @@ def w5_rows(bench: Bench, w: dict[str, Any]) -> None:
     bench.row(
         "", "delivered once, in order", detail, None, None, "all", verdict(w["once_and_in_order"])
     )
+
+
+def w6_rows(bench: Bench, w: dict[str, Any]) -> None:
+    base = w["baseline verify+INSERT"]
+    for name, label in (("process start", "W6 writes c=16"), ("community create", "")):
+        got = w[name]
+        bench.row(
+            label,
+            f"{name} req/s",
+            got["rps"],
+            base["rps"],
+            ratio(got["rps"], base["rps"]),
+            "(info)",
+            "",
+        )
+        bench.row(
+            "", f"{name} p50 / p99 ms", f"{got['p50_ms']} / {got['p99_ms']}", None, None, "", ""
+        )
+
+
+def w7_rows(bench: Bench, w: dict[str, Any]) -> None:
+    p99 = w["p99_ms"]
+    bench.row(
+        "W7 deadlines",
+        f"deadline to Driver p99 ms ({w['processes']} due in one second)",
+        p99,
+        None,
+        None,
+        "<= 250",
+        verdict(p99 is not None and w["completed"] == w["processes"] and p99 <= 250),
+    )
+    bench.row("", "p50 / max ms", f"{w['p50_ms']} / {w['max_ms']}", None, None, "", "")
 
 
 def print_table(bench: Bench) -> str:

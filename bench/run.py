@@ -63,12 +63,16 @@ from bench.report import (
     w3_rows,
     w4_rows,
     w5_rows,
+    w6_rows,
+    w7_rows,
 )
 from bench.workloads.w1 import w1
 from bench.workloads.w2 import w2
 from bench.workloads.w3 import w3
 from bench.workloads.w4 import w4
 from bench.workloads.w5 import w5
+from bench.workloads.w6 import w6
+from bench.workloads.w7 import w7
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -145,6 +149,9 @@ async def amain(args: argparse.Namespace) -> int:
             bench.results["w2"] = await run("w2", w2(bench, w1_rps, w1_p50))
             w2_best = bench.results["w2"]["max_sustained_rate"]
             w2_rows(bench, bench.results["w2"])
+            spread = w2(bench, w1_rps, w1_p50, one_community=False)
+            bench.results["w2_spread"] = await run("w2 spread", spread)
+            w2_rows(bench, bench.results["w2_spread"])
         if wanted("w3"):
             bench.results["w3"] = await run("w3", w3(bench))
             w3_rows(bench, bench.results["w3"])
@@ -154,6 +161,12 @@ async def amain(args: argparse.Namespace) -> int:
         if wanted("w5"):
             bench.results["w5"] = await run("w5", w5(bench, w2_best))
             w5_rows(bench, bench.results["w5"])
+        if wanted("w6"):
+            bench.results["w6"] = await run("w6", w6(bench))
+            w6_rows(bench, bench.results["w6"])
+        if wanted("w7"):
+            bench.results["w7"] = await run("w7", w7(bench))
+            w7_rows(bench, bench.results["w7"])
         rss_rows(bench)
         cpu_rows(bench)
     except Exception:

@@ -8,7 +8,16 @@ import time
 from typing import Any
 
 from bench import procs
-from bench.harness import ARQ_QUEUE, Bench, log, mem_mb, receiver_call, slope, webhook_maker
+from bench.harness import (
+    ARQ_QUEUE,
+    Bench,
+    Community,
+    log,
+    mem_mb,
+    receiver_call,
+    slope,
+    webhook_maker,
+)
 from bench.httpload import (
     RunResult,
     ms,
@@ -17,8 +26,15 @@ from bench.httpload import (
 )
 
 
-async def e2e_step(bench: Bench, rate: float, seconds: float, label: str) -> dict[str, Any]:
-    """Offer ``rate`` webhooks/s for ``seconds``; watch the backlog; wait for it to drain."""
+async def e2e_step(
+    bench: Bench,
+    rate: float,
+    seconds: float,
+    label: str,
+    communities: list[Community] | None = None,
+) -> dict[str, Any]:
+    """Offer ``rate`` webhooks/s for ``seconds`` (spread over ``communities``, all by default);
+    watch the backlog; wait for it to drain."""
     await receiver_call(bench, "POST", "/reset")
     port = bench.ports["gw-pg"]
     samples: list[tuple[float, int, int]] = []
@@ -28,7 +44,11 @@ async def e2e_step(bench: Bench, rate: float, seconds: float, label: str) -> dic
         samples.append((round(t, 2), inbox, outbox))
 
     make = webhook_maker(
-        bench.communities, f"127.0.0.1:{port}", "/api/hooks/{slug}/webhook", label, "bench.e2e"
+        communities or bench.communities,
+        f"127.0.0.1:{port}",
+        "/api/hooks/{slug}/webhook",
+        label,
+        "bench.e2e",
     )
     gw, worker = bench.procs["gw-pg"], bench.procs["worker"]
     api0, worker0, pg0 = gw.cpu(), worker.cpu(), await bench.backend_cpu()
@@ -112,17 +132,29 @@ async def e2e_step(bench: Bench, rate: float, seconds: float, label: str) -> dic
     return out
 
 
-async def w2(bench: Bench, reference_rps: float, reference_p50: float | None) -> dict[str, Any]:
+async def w2(
+    bench: Bench,
+    reference_rps: float,
+    reference_p50: float | None,
+    *,
+    one_community: bool = True,
+) -> dict[str, Any]:
+    """The highest rate of webhooks that reach the Driver as events without the backlog growing:
+    from ONE community (every event in one ordered partition: the hard case), or spread over all
+    of them."""
     sizes = bench.sizes
+    communities = bench.communities[:1] if one_community else bench.communities
     await bench.clean()
     receiver_url = f"http://127.0.0.1:{bench.ports['receiver']}/events"
     await bench.sql("UPDATE drivers SET event_url = $1", receiver_url)
     gw = bench.procs["gw-pg"]
     procs.reset_peak(gw.pid)
     worker = await bench.start_worker()
-    target = 0.5 * reference_rps
-    latency_rate = 0.5 * target
-    latency = await e2e_step(bench, latency_rate, sizes.w2_latency_seconds, "w2lat")
+    # One community must sustain half of W1, all of them together 70 %; the latency target
+    # (e2e p99 <= 250 ms) is at half of W1.
+    target = (0.5 if one_community else 0.7) * reference_rps
+    latency_rate = 0.5 * reference_rps
+    latency = await e2e_step(bench, latency_rate, sizes.w2_latency_seconds, "w2lat", communities)
     # The search starts at the target. A step that fails tells how much went through meanwhile,
     # so the next one starts just under the most any failing step (the latency run included) got
     # through: far over capacity, the API's own work starves the worker, so the step that fails
@@ -132,7 +164,7 @@ async def w2(bench: Bench, reference_rps: float, reference_p50: float | None) ->
     # The latency run is shorter than a step: it informs the search but proves no rate.
     went_through = 0.0 if latency["sustained"] else latency["delivered_per_s_during_load"]
     for i in range(sizes.w2_max_steps):
-        step = await e2e_step(bench, rate, sizes.w2_step_seconds, f"w2step{i}")
+        step = await e2e_step(bench, rate, sizes.w2_step_seconds, f"w2step{i}", communities)
         steps.append(step)
         if step["sustained"]:
             lo = max(lo, rate)
@@ -150,8 +182,10 @@ async def w2(bench: Bench, reference_rps: float, reference_p50: float | None) ->
     target_step = next((s for s in steps if s["rate"] == round(target, 1)), None)
     best_step = max((s for s in steps if s["sustained"]), key=lambda s: s["rate"], default=None)
     out = {
+        "communities": len(communities),
         "reference_w1_rps": reference_rps,
         "reference_w1_p50_ms": reference_p50,
+        "target_share": 0.5 if one_community else 0.7,
         "target_rate": round(target, 1),
         "latency_run": latency,
         "steps": steps,
