@@ -65,6 +65,9 @@ class Sizes:
     w4_in_process: bool
     w6_seconds: float = 5.0
     w7_processes: int = 200
+    w8_small: int = 100
+    w8_large: int = 5_000
+    w9_steps: int = 6
 
 
 # The counts are those the targets are set for: W4 closes 10,000 due processes with 100,000 and
@@ -72,7 +75,9 @@ class Sizes:
 FULL = Sizes(
     3, True, 8.0, 1.5, 30.0, 20.0, 4, 300, 3, 100_000, 10_000, 10_000, 10_000, 300.0, False
 )
-QUICK = Sizes(1, False, 1.5, 0.5, 2.0, 1.5, 1, 40, 1, 2_000, 200, 50, 40, 30.0, False, 1.0, 20)
+QUICK = Sizes(
+    1, False, 1.5, 0.5, 2.0, 1.5, 1, 40, 1, 2_000, 200, 50, 40, 30.0, False, 1.0, 20, 20, 200, 1
+)
 
 
 @dataclass

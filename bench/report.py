@@ -289,6 +289,55 @@ def w7_rows(bench: Bench, w: dict[str, Any]) -> None:
     bench.row("", "p50 / max ms", f"{w['p50_ms']} / {w['max_ms']}", None, None, "", "")
 
 
+def w8_rows(bench: Bench, w: dict[str, Any]) -> None:
+    small, large = w["small"], w["large"]
+
+    def cost(run: dict[str, Any]) -> str:
+        return f"{run['worker_cpu_ms_per_event']} + {run['pg_cpu_ms_per_event']}"
+
+    bench.row(
+        "W8 backlog",
+        f"worker + PG CPU ms/event, {large['pending']:,} vs {small['pending']:,} pending",
+        cost(large),
+        cost(small),
+        w["ratio"],
+        "<= 1.2",
+        verdict(w["ratio"] is not None and w["ratio"] <= 1.2),
+    )
+    bench.row(
+        "",
+        "drain events/s",
+        large["events_per_s"],
+        small["events_per_s"],
+        ratio(large["events_per_s"], small["events_per_s"]),
+        "",
+        "",
+    )
+
+
+def w9_rows(bench: Bench, w: dict[str, Any]) -> None:
+    best = w["at_max_sustained"]
+    bench.row(
+        "W9 embedded",
+        "max sustained webhooks/s (SQLite, one process)",
+        w["max_sustained_rate"],
+        None,
+        None,
+        "(info)",
+        "",
+    )
+    if best:
+        bench.row(
+            "",
+            f"ack p50 / p99 ms @ {best['rate']:.0f}/s",
+            f"{best['ack_p50_ms']} / {best['ack_p99_ms']}",
+            None,
+            best["tail_ratio"],
+            "p99 <= 10 x p50",
+            verdict(best["tail_ratio"] is not None and best["tail_ratio"] <= 10),
+        )
+
+
 def print_table(bench: Bench) -> str:
     header = ["Workload", "Metric", "Gateway", "Baseline", "Ratio", "Target", "Result"]
     rows = [header, *bench.rows]

@@ -65,6 +65,8 @@ from bench.report import (
     w5_rows,
     w6_rows,
     w7_rows,
+    w8_rows,
+    w9_rows,
 )
 from bench.workloads.w1 import w1
 from bench.workloads.w2 import w2
@@ -73,6 +75,8 @@ from bench.workloads.w4 import w4
 from bench.workloads.w5 import w5
 from bench.workloads.w6 import w6
 from bench.workloads.w7 import w7
+from bench.workloads.w8 import w8
+from bench.workloads.w9 import w9
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -167,6 +171,12 @@ async def amain(args: argparse.Namespace) -> int:
         if wanted("w7"):
             bench.results["w7"] = await run("w7", w7(bench))
             w7_rows(bench, bench.results["w7"])
+        if wanted("w8"):
+            bench.results["w8"] = await run("w8", w8(bench))
+            w8_rows(bench, bench.results["w8"])
+        if wanted("w9"):
+            bench.results["w9"] = await run("w9", w9(bench))
+            w9_rows(bench, bench.results["w9"])
         rss_rows(bench)
         cpu_rows(bench)
     except Exception:
