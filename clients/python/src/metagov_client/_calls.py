@@ -6,7 +6,7 @@ here once and both clients run it; neither holds any knowledge of routes or JSON
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -19,11 +19,16 @@ from metagov_client.models import (
     Delivery,
     DeliveryStatus,
     Event,
+    LinkedAccount,
+    LinkQuality,
+    LinkType,
     Plugin,
     PluginMetadata,
     PluginsArg,
     Process,
     ProcessStatus,
+    User,
+    UsersPage,
     plugins_json,
 )
 
@@ -31,6 +36,8 @@ T = TypeVar("T")
 
 COMMUNITY_HEADER = "X-Metagov-Community"
 _ABSENT: Any = object()
+
+QueryParams = Mapping[str, str | int | list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +49,7 @@ class Call(Generic[T]):
     path: str
     parse: Callable[[httpx.Response], T]
     body: Any = _ABSENT
-    params: Mapping[str, str | int] | None = None
+    params: QueryParams | None = None
     community: str | None = None
 
     def request_kwargs(self) -> dict[str, Any]:
@@ -302,3 +309,159 @@ def replay_dead_deliveries(since: datetime | None) -> Call[int]:
     return Call(
         "POST", "/api/internal/deliveries/replay", lambda r: int(r.json()["replayed"]), body=body
     )
+
+
+# Identity (MetagovIDs and linked accounts). These routes name the community in the body or the
+# query, not in the community header.
+
+IDENTITY = "/api/internal/identity"
+
+
+def _user(response: httpx.Response) -> User:
+    return User.from_json(response.json())
+
+
+def _linked_account(response: httpx.Response) -> LinkedAccount:
+    return LinkedAccount.from_json(response.json())
+
+
+def _ids(response: httpx.Response) -> list[str]:
+    return [str(i) for i in response.json()]
+
+
+def _account_filter(
+    *,
+    platform_type: str | None,
+    platform_identifier: str | None,
+    community_platform_id: str | None,
+    link_type: LinkType | None,
+    link_quality: LinkQuality | None,
+) -> dict[str, str | int | list[str]]:
+    """The filters of ``get_users`` and ``filter_users_by_account``, those given. An empty
+    ``community_platform_id`` is sent: it matches accounts without one."""
+    given = {
+        "platform_type": platform_type,
+        "platform_identifier": platform_identifier,
+        "community_platform_id": community_platform_id,
+        "link_type": link_type,
+        "link_quality": link_quality,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def create_ids(community: str, count: int) -> Call[list[str]]:
+    body = {"community": community, "count": count}
+    return Call("POST", f"{IDENTITY}/create_id", _ids, body=body)
+
+
+def merge_ids(primary_id: str, secondary_id: str) -> Call[User]:
+    body = {"primary_id": primary_id, "secondary_id": secondary_id}
+    return Call("POST", f"{IDENTITY}/merge_ids", _user, body=body)
+
+
+def link_account(
+    metagov_id: str,
+    community: str,
+    platform_type: str,
+    platform_identifier: str,
+    *,
+    community_platform_id: str | None,
+    custom_data: Mapping[str, Any] | None,
+    link_type: LinkType | None,
+    link_quality: LinkQuality | None,
+) -> Call[LinkedAccount]:
+    body: dict[str, Any] = {
+        "id": metagov_id,
+        "community": community,
+        "platform_type": platform_type,
+        "platform_identifier": platform_identifier,
+    }
+    if community_platform_id is not None:
+        body["community_platform_id"] = community_platform_id
+    if custom_data is not None:
+        body["custom_data"] = dict(custom_data)
+    if link_type is not None:
+        body["link_type"] = link_type
+    if link_quality is not None:
+        body["link_quality"] = link_quality
+    return Call("POST", f"{IDENTITY}/link_account", _linked_account, body=body)
+
+
+def unlink_account(
+    community: str,
+    platform_type: str,
+    platform_identifier: str,
+    *,
+    community_platform_id: str | None,
+) -> Call[LinkedAccount]:
+    body: dict[str, Any] = {
+        "community": community,
+        "platform_type": platform_type,
+        "platform_identifier": platform_identifier,
+    }
+    if community_platform_id is not None:
+        body["community_platform_id"] = community_platform_id
+    return Call("POST", f"{IDENTITY}/unlink_account", _linked_account, body=body)
+
+
+def get_user(metagov_id: str) -> Call[User]:
+    return Call("GET", f"{IDENTITY}/get_user", _user, params={"id": metagov_id})
+
+
+def get_users(
+    community: str,
+    *,
+    platform_type: str | None,
+    platform_identifier: str | None,
+    community_platform_id: str | None,
+    link_type: LinkType | None,
+    link_quality: LinkQuality | None,
+    after: str | None,
+    limit: int | None,
+) -> Call[UsersPage]:
+    params = _account_filter(
+        platform_type=platform_type,
+        platform_identifier=platform_identifier,
+        community_platform_id=community_platform_id,
+        link_type=link_type,
+        link_quality=link_quality,
+    )
+    params["community"] = community
+    if after is not None:
+        params["after"] = after
+    if limit is not None:
+        params["limit"] = limit
+    return Call(
+        "GET", f"{IDENTITY}/get_users", lambda r: UsersPage.from_json(r.json()), params=params
+    )
+
+
+def filter_users_by_account(
+    metagov_ids: Sequence[str],
+    *,
+    platform_type: str | None,
+    platform_identifier: str | None,
+    community_platform_id: str | None,
+    link_type: LinkType | None,
+    link_quality: LinkQuality | None,
+) -> Call[list[str]]:
+    if isinstance(metagov_ids, str):
+        raise TypeError("`ids` is a list of MetagovIDs, not one string")
+    params = _account_filter(
+        platform_type=platform_type,
+        platform_identifier=platform_identifier,
+        community_platform_id=community_platform_id,
+        link_type=link_type,
+        link_quality=link_quality,
+    )
+    params["ids"] = list(metagov_ids)  # one `ids=` query parameter per id
+    return Call("GET", f"{IDENTITY}/filter_users_by_account", _ids, params=params)
+
+
+def get_linked_account(
+    metagov_id: str, platform_type: str, *, community_platform_id: str | None
+) -> Call[LinkedAccount]:
+    params: dict[str, str | int | list[str]] = {"id": metagov_id, "platform_type": platform_type}
+    if community_platform_id is not None:
+        params["community_platform_id"] = community_platform_id
+    return Call("GET", f"{IDENTITY}/get_linked_account", _linked_account, params=params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -31,11 +31,16 @@ from metagov_client.models import (
     Delivery,
     DeliveryStatus,
     Event,
+    LinkedAccount,
+    LinkQuality,
+    LinkType,
     Plugin,
     PluginMetadata,
     PluginsArg,
     Process,
     ProcessStatus,
+    User,
+    UsersPage,
 )
 
 T = TypeVar("T")
@@ -353,6 +358,161 @@ class AsyncMetagovClient:
         """Send every dead delivery again (created since ``since``, if given); how many."""
         return await self._send(_calls.replay_dead_deliveries(since))
 
+    # Identity
+
+    async def create_ids(self, community: str, count: int = 1) -> list[str]:
+        """``count`` (1 to 100) new MetagovIDs in the community, one per person."""
+        return await self._send(_calls.create_ids(community, count))
+
+    async def merge_ids(self, primary_id: str, secondary_id: str) -> User:
+        """Merge the secondary's person into the primary's: its accounts move to the primary,
+        and the secondary (with every id merged into it before) resolves to the primary from now
+        on. The primary, as :meth:`get_user` reads it. ``ConflictError``
+        ``community_mismatch`` for ids of two communities; ``InvalidInputError`` for an id
+        merged into itself."""
+        return await self._send(_calls.merge_ids(primary_id, secondary_id))
+
+    async def link_account(
+        self,
+        id: str,
+        community: str,
+        platform_type: str,
+        platform_identifier: str,
+        *,
+        community_platform_id: str | None = None,
+        custom_data: Mapping[str, Any] | None = None,
+        link_type: LinkType | None = None,
+        link_quality: LinkQuality | None = None,
+    ) -> LinkedAccount:
+        """Link a platform account (of the enabled plugin ``platform_type``) to the person of
+        ``id``. Linking it again to the same person sets its type, quality and custom data to
+        those sent (the gateway's defaults, ``manual``, ``unknown`` and ``{}``, for those left
+        ``None``). ``ConflictError`` ``account_linked`` if it is another person's (``metagov_id``
+        names that person); ``NotFoundError`` ``plugin_not_enabled``."""
+        call = _calls.link_account(
+            id,
+            community,
+            platform_type,
+            platform_identifier,
+            community_platform_id=community_platform_id,
+            custom_data=custom_data,
+            link_type=link_type,
+            link_quality=link_quality,
+        )
+        return await self._send(call)
+
+    async def unlink_account(
+        self,
+        community: str,
+        platform_type: str,
+        platform_identifier: str,
+        *,
+        community_platform_id: str | None = None,
+    ) -> LinkedAccount:
+        """Unlink a platform account from whoever it is linked to; the account as it was."""
+        call = _calls.unlink_account(
+            community,
+            platform_type,
+            platform_identifier,
+            community_platform_id=community_platform_id,
+        )
+        return await self._send(call)
+
+    async def get_user(self, id: str) -> User:
+        """The person of any of their ids: ``primary_id`` and every linked account."""
+        return await self._send(_calls.get_user(id))
+
+    async def get_users(
+        self,
+        community: str,
+        *,
+        platform_type: str | None = None,
+        platform_identifier: str | None = None,
+        community_platform_id: str | None = None,
+        link_type: LinkType | None = None,
+        link_quality: LinkQuality | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> UsersPage:
+        """One page of the community's people (primary ids), oldest first, that have an account
+        matching every filter given (all of them, without filters). Pass the page's ``next`` as
+        ``after`` for the next page; ``limit`` is 1 to 1000 (the gateway's default, 100, if
+        ``None``). An empty ``community_platform_id`` matches accounts without one."""
+        call = _calls.get_users(
+            community,
+            platform_type=platform_type,
+            platform_identifier=platform_identifier,
+            community_platform_id=community_platform_id,
+            link_type=link_type,
+            link_quality=link_quality,
+            after=after,
+            limit=limit,
+        )
+        return await self._send(call)
+
+    async def iter_users(
+        self,
+        community: str,
+        *,
+        platform_type: str | None = None,
+        platform_identifier: str | None = None,
+        community_platform_id: str | None = None,
+        link_type: LinkType | None = None,
+        link_quality: LinkQuality | None = None,
+        after: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[User]:
+        """Every person :meth:`get_users` matches, page by page, until the last page."""
+        while True:
+            page = await self.get_users(
+                community,
+                platform_type=platform_type,
+                platform_identifier=platform_identifier,
+                community_platform_id=community_platform_id,
+                link_type=link_type,
+                link_quality=link_quality,
+                after=after,
+                limit=page_size,
+            )
+            for user in page.users:
+                yield user
+            if page.next is None:
+                return
+            after = page.next
+
+    async def filter_users_by_account(
+        self,
+        ids: Sequence[str],
+        *,
+        platform_type: str | None = None,
+        platform_identifier: str | None = None,
+        community_platform_id: str | None = None,
+        link_type: LinkType | None = None,
+        link_quality: LinkQuality | None = None,
+    ) -> list[str]:
+        """Those of ``ids`` (1 to 100), in the order given, whose person has an account matching
+        every filter given. ``NotFoundError`` if one of them is unknown."""
+        call = _calls.filter_users_by_account(
+            ids,
+            platform_type=platform_type,
+            platform_identifier=platform_identifier,
+            community_platform_id=community_platform_id,
+            link_type=link_type,
+            link_quality=link_quality,
+        )
+        return await self._send(call)
+
+    async def get_linked_account(
+        self, id: str, platform_type: str, *, community_platform_id: str | None = None
+    ) -> LinkedAccount:
+        """The person's account on ``platform_type``. ``NotFoundError`` if they have none
+        there; ``ConflictError`` ``ambiguous_account`` (``choices`` lists them) if they have
+        several and ``community_platform_id`` does not pick one."""
+        call = _calls.get_linked_account(
+            id, platform_type, community_platform_id=community_platform_id
+        )
+        return await self._send(call)
+
 
 class MetagovClient:
     """A sync client for one Driver (one API key); the same methods as
@@ -612,3 +772,147 @@ class MetagovClient:
     def replay_dead_deliveries(self, since: datetime | None = None) -> int:
         """Send every dead delivery again (created since ``since``, if given); how many."""
         return self._send(_calls.replay_dead_deliveries(since))
+
+    # Identity
+
+    def create_ids(self, community: str, count: int = 1) -> list[str]:
+        """``count`` (1 to 100) new MetagovIDs in the community, one per person."""
+        return self._send(_calls.create_ids(community, count))
+
+    def merge_ids(self, primary_id: str, secondary_id: str) -> User:
+        """Merge the secondary's person into the primary's; see
+        :meth:`AsyncMetagovClient.merge_ids`."""
+        return self._send(_calls.merge_ids(primary_id, secondary_id))
+
+    def link_account(
+        self,
+        id: str,
+        community: str,
+        platform_type: str,
+        platform_identifier: str,
+        *,
+        community_platform_id: str | None = None,
+        custom_data: Mapping[str, Any] | None = None,
+        link_type: LinkType | None = None,
+        link_quality: LinkQuality | None = None,
+    ) -> LinkedAccount:
+        """Link a platform account to the person of ``id``; see
+        :meth:`AsyncMetagovClient.link_account`."""
+        call = _calls.link_account(
+            id,
+            community,
+            platform_type,
+            platform_identifier,
+            community_platform_id=community_platform_id,
+            custom_data=custom_data,
+            link_type=link_type,
+            link_quality=link_quality,
+        )
+        return self._send(call)
+
+    def unlink_account(
+        self,
+        community: str,
+        platform_type: str,
+        platform_identifier: str,
+        *,
+        community_platform_id: str | None = None,
+    ) -> LinkedAccount:
+        """Unlink a platform account from whoever it is linked to; the account as it was."""
+        call = _calls.unlink_account(
+            community,
+            platform_type,
+            platform_identifier,
+            community_platform_id=community_platform_id,
+        )
+        return self._send(call)
+
+    def get_user(self, id: str) -> User:
+        """The person of any of their ids: ``primary_id`` and every linked account."""
+        return self._send(_calls.get_user(id))
+
+    def get_users(
+        self,
+        community: str,
+        *,
+        platform_type: str | None = None,
+        platform_identifier: str | None = None,
+        community_platform_id: str | None = None,
+        link_type: LinkType | None = None,
+        link_quality: LinkQuality | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> UsersPage:
+        """One page of the community's people; see :meth:`AsyncMetagovClient.get_users`."""
+        call = _calls.get_users(
+            community,
+            platform_type=platform_type,
+            platform_identifier=platform_identifier,
+            community_platform_id=community_platform_id,
+            link_type=link_type,
+            link_quality=link_quality,
+            after=after,
+            limit=limit,
+        )
+        return self._send(call)
+
+    def iter_users(
+        self,
+        community: str,
+        *,
+        platform_type: str | None = None,
+        platform_identifier: str | None = None,
+        community_platform_id: str | None = None,
+        link_type: LinkType | None = None,
+        link_quality: LinkQuality | None = None,
+        after: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[User]:
+        """Every person :meth:`get_users` matches, page by page, until the last page."""
+        while True:
+            page = self.get_users(
+                community,
+                platform_type=platform_type,
+                platform_identifier=platform_identifier,
+                community_platform_id=community_platform_id,
+                link_type=link_type,
+                link_quality=link_quality,
+                after=after,
+                limit=page_size,
+            )
+            yield from page.users
+            if page.next is None:
+                return
+            after = page.next
+
+    def filter_users_by_account(
+        self,
+        ids: Sequence[str],
+        *,
+        platform_type: str | None = None,
+        platform_identifier: str | None = None,
+        community_platform_id: str | None = None,
+        link_type: LinkType | None = None,
+        link_quality: LinkQuality | None = None,
+    ) -> list[str]:
+        """Those of ``ids``, in order, whose person has a matching account; see
+        :meth:`AsyncMetagovClient.filter_users_by_account`."""
+        call = _calls.filter_users_by_account(
+            ids,
+            platform_type=platform_type,
+            platform_identifier=platform_identifier,
+            community_platform_id=community_platform_id,
+            link_type=link_type,
+            link_quality=link_quality,
+        )
+        return self._send(call)
+
+    def get_linked_account(
+        self, id: str, platform_type: str, *, community_platform_id: str | None = None
+    ) -> LinkedAccount:
+        """The person's account on ``platform_type``; see
+        :meth:`AsyncMetagovClient.get_linked_account`."""
+        call = _calls.get_linked_account(
+            id, platform_type, community_platform_id=community_platform_id
+        )
+        return self._send(call)

@@ -2,9 +2,10 @@
 ``code``, so a Driver branches on ``err.code == "slug_taken"`` rather than on message text.
 
 Every error body from the gateway is ``{"detail": str, "code": str}``; a 422 adds ``errors``
-(one per invalid field) and a 409 ``ambiguous_plugin`` adds ``choices``. Network failures are not
-wrapped: they surface as ``httpx.TransportError``, since retrying them safely depends on whether
-the request had effects, which only the caller knows.
+(one per invalid field), a 409 ``ambiguous_plugin`` or ``ambiguous_account`` adds ``choices``,
+and a 409 ``account_linked`` adds ``metagov_id`` (the id the account is linked to). Network
+failures are not wrapped: they surface as ``httpx.TransportError``, since retrying them safely
+depends on whether the request had effects, which only the caller knows.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class MetagovError(Exception):
         *,
         errors: list[FieldError] | None = None,
         choices: list[dict[str, Any]] | None = None,
+        metagov_id: str | None = None,
         retry_after: float | None = None,
         method: str = "",
         url: str = "",
@@ -48,6 +50,7 @@ class MetagovError(Exception):
         self.detail = detail
         self.errors = errors or []
         self.choices = choices or []
+        self.metagov_id = metagov_id
         self.retry_after = retry_after
         self.method = method
         self.url = url
@@ -62,13 +65,16 @@ class AuthenticationError(MetagovError):
 
 
 class NotFoundError(MetagovError):
-    """404: ``unknown_community``, ``unknown_plugin``, ``plugin_not_enabled``, ``not_found``.
-    Another Driver's community is also "not found"."""
+    """404: ``unknown_community``, ``unknown_plugin``, ``plugin_not_enabled``, ``not_found``
+    (also a MetagovID or a linked account). Another Driver's community or id is also "not
+    found"."""
 
 
 class ConflictError(MetagovError):
-    """409: ``slug_taken``, ``conflict``, ``invalid_transition`` (the process has ended), or
-    ``ambiguous_plugin`` (several instances match; ``choices`` lists them)."""
+    """409: ``slug_taken``, ``conflict``, ``invalid_transition`` (the process has ended),
+    ``ambiguous_plugin`` or ``ambiguous_account`` (several match; ``choices`` lists them),
+    ``account_linked`` (the account is another person's; ``metagov_id`` names that person's id
+    when the gateway knows it) or ``community_mismatch`` (ids of two communities)."""
 
 
 class PayloadTooLargeError(MetagovError):
@@ -132,6 +138,7 @@ def error_from_response(response: httpx.Response, retry_after: float | None = No
         str(body.get("detail") or ""),
         errors=errors,
         choices=list(body.get("choices") or []),
+        metagov_id=None if body.get("metagov_id") is None else str(body["metagov_id"]),
         retry_after=retry_after,
         method=response.request.method,
         url=str(response.request.url),

@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeAlias, cast
 
 ProcessStatus = Literal["created", "pending", "completed", "failed", "cancelled"]
 DeliveryStatus = Literal["pending", "succeeded", "dead"]
+LinkType = Literal["oauth", "email", "manual"]
+LinkQuality = Literal["strong_confirm", "confirmed", "weak_confirm", "unknown"]
 
 OPEN_STATUSES: frozenset[str] = frozenset({"created", "pending"})
 """Statuses of a process that has not ended yet; any other status is final."""
@@ -321,4 +323,80 @@ class PluginMetadata:
             actions=[OperationInfo.from_json(a) for a in schemas.get("actions") or []],
             processes=[OperationInfo.from_json(p) for p in schemas.get("processes") or []],
             events=[EventTypeInfo.from_json(e) for e in schemas.get("events") or []],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedAccount:
+    """A platform account linked to a person. ``metagov_id`` is the person's primary id (the
+    account moves with a merge); ``community_platform_id`` is the platform tenant (a Slack team
+    id), or ``None`` for platforms whose account ids are global."""
+
+    metagov_id: str
+    community: str
+    platform_type: str
+    platform_identifier: str
+    community_platform_id: str | None
+    custom_data: dict[str, Any]
+    link_type: LinkType
+    link_quality: LinkQuality
+    linked_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LinkedAccount:
+        return cls(
+            metagov_id=str(data["metagov_id"]),
+            community=str(data["community"]),
+            platform_type=str(data["platform_type"]),
+            platform_identifier=str(data["platform_identifier"]),
+            community_platform_id=data.get("community_platform_id") or None,
+            custom_data=_dict(data.get("custom_data")),
+            link_type=cast(LinkType, data["link_type"]),
+            link_quality=cast(LinkQuality, data["link_quality"]),
+            linked_at=parse_datetime(data["linked_at"]),
+            updated_at=parse_datetime(data["updated_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person, as read by one of their MetagovIDs: ``id`` is the id asked for, ``primary_id``
+    the id it resolves to (itself unless it was merged into another), and ``linked_accounts``
+    every account of the person."""
+
+    id: str
+    primary_id: str
+    community: str
+    linked_accounts: list[LinkedAccount]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> User:
+        return cls(
+            id=str(data["id"]),
+            primary_id=str(data["primary_id"]),
+            community=str(data["community"]),
+            linked_accounts=[LinkedAccount.from_json(a) for a in data.get("linked_accounts") or []],
+        )
+
+    @property
+    def is_primary(self) -> bool:
+        """Whether ``id`` is the person's primary id (it was not merged into another)."""
+        return self.id == self.primary_id
+
+
+@dataclass(frozen=True, slots=True)
+class UsersPage:
+    """One page of a community's people (primary ids), oldest first. ``next`` is the cursor to
+    pass as ``after`` for the next page; ``None`` on the last page."""
+
+    users: list[User]
+    next: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UsersPage:
+        cursor = data.get("next")
+        return cls(
+            users=[User.from_json(u) for u in data.get("users") or []],
+            next=None if cursor is None else str(cursor),
         )
