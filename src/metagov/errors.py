@@ -78,7 +78,7 @@ class AmbiguousPlugin(Conflict):
 
     code = "ambiguous_plugin"
 
-    def __init__(self, detail: str, choices: list[dict[str, Any]]) -> None:
+    def __init__(self, detail: str, choices: list[dict[str, Any]] | None) -> None:
         super().__init__(detail)
         self.choices = choices
 

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,16 +18,18 @@ import pytest
 import respx
 from sqlalchemy import select
 
+from metagov.crypto import SecretBox, generate_key
 from metagov.db.base import utcnow
 from metagov.db.models import Community, Delivery, Driver, Process
+from metagov.instances.service import rotate_secrets
 from metagov.jobs.queue import LocalQueue, take_doorbells
 from metagov.jobs.sweeper import sweep
 from metagov.outbox import handlers as deliveries
 from metagov.outbox import repository as outbox_repository
 from metagov.outbox import service as events
-from metagov.runtime import Runtime
+from metagov.runtime import Caches, Runtime
 from metagov.tenancy import service as drivers
-from tests.conftest import DriverKey, plug_queue, running_queue
+from tests.conftest import TEST_SECRET_KEY, DriverKey, plug_queue, running_queue
 
 EVENTS_URL = "https://driver.example/metagov/events"
 CALLBACK_URL = "https://driver.example/callbacks/1"
@@ -469,3 +472,25 @@ async def test_an_event_gets_a_delivery_and_a_doorbell_per_endpoint(
         (second, 2, "callback", CALLBACK_URL, to_callback),
     ]
     assert all((d.status, d.attempts, d.lease_until) == ("pending", 0, None) for d in made)
+
+
+async def test_key_rotation_keeps_deliveries_going_with_the_same_secret(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    alice: DriverKey,
+    driver_url: str,
+    respx_mock: respx.MockRouter,
+) -> None:
+    """`metagov keys rotate` re-encrypts the Drivers' signing secrets too: once it has run, a
+    gateway holding only the new key signs deliveries with the secret the Driver already has."""
+    route = respx_mock.post(EVENTS_URL).respond(200)
+    await lucky(client, alice, 7)  # no job runs: the delivery waits
+    new_key = generate_key()
+    async with runtime.unit_of_work() as session:
+        await rotate_secrets(session, SecretBox([new_key, TEST_SECRET_KEY]))
+    only_new = replace(runtime, secrets=SecretBox([new_key]), caches=Caches())
+    async with runtime.db.snapshot() as session:
+        partition = (await session.scalars(select(Delivery.partition))).one()
+    assert await deliveries.deliver_partition(only_new, partition) == 1
+    [call] = route.calls
+    assert verify(alice.webhook_secret, call.request) == [True]

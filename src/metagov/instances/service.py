@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from metagov.crypto import SecretBox
 from metagov.db.base import utcnow
 from metagov.db.models import Community, PluginInstance, ProcessStatus
-from metagov.errors import AmbiguousPlugin, Conflict, InvalidInput, NotFound
+from metagov.errors import AmbiguousPlugin, Conflict, FieldError, InvalidInput, NotFound
 from metagov.instances import repository
 from metagov.outbox import service as outbox
 from metagov.plugins.registry import ActionSpec, PluginSpec
@@ -77,6 +77,18 @@ def validate_config(
     if spec.community_platform_id_field:
         value = getattr(model, spec.community_platform_id_field)
         pid = "" if value is None else str(_reveal(value))
+        if value is not None and not pid.strip():
+            # The platform id names the instance (in hook URLs, in ``?community_platform_id=``);
+            # a blank one would stand for "no platform id" and clash with every other.
+            raise InvalidInput(
+                [
+                    FieldError(
+                        loc=[*loc, spec.community_platform_id_field],
+                        msg="must not be empty: it names the instance",
+                        type="string_too_short",
+                    )
+                ]
+            )
     return ValidatedConfig(model, public, secrets, pid)
 
 
@@ -160,10 +172,17 @@ def load_config(runtime: Runtime, spec: PluginSpec, instance: InstanceLike) -> B
 
 
 def choose_instance(
-    found: Sequence[_Instance], slug: str, name: str, community_platform_id: str | None
+    found: Sequence[_Instance],
+    slug: str,
+    name: str,
+    community_platform_id: str | None,
+    *,
+    anonymous: bool = False,
 ) -> _Instance:
     """The one instance among ``found`` (a community's instances of plugin ``name``, by id) that
-    a request means: 404 if none, 409 listing the choices if several."""
+    a request means: 404 if none, 409 listing the choices if several. An ``anonymous`` caller
+    (a public route, a platform's webhook) is told how to choose but not the instances' ids,
+    which only their Driver may see."""
     if community_platform_id is not None:
         found = [i for i in found if i.community_platform_id == community_platform_id]
     if not found:
@@ -177,6 +196,12 @@ def choose_instance(
             code="plugin_not_enabled",
         )
     if len(found) > 1:
+        if anonymous:
+            raise AmbiguousPlugin(
+                f"plugin {name!r} has several instances in community {slug!r}; "
+                "pick one with the community_platform_id query parameter",
+                choices=None,
+            )
         raise AmbiguousPlugin(
             f"community {slug!r} has {len(found)} instances of plugin {name!r}; "
             "pick one with the community_platform_id query parameter",
