@@ -102,6 +102,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(hooks.router)
     app.include_router(auth.router)
+    app.include_router(auth.internal)
     app.include_router(events.router)
     app.include_router(communities.router)
     app.include_router(plugins.router)

@@ -457,7 +457,7 @@ async def test_an_event_gets_a_delivery_and_a_doorbell_per_endpoint(
             callback_url=process.callback_url,
         )
         rung = take_doorbells(session, "deliver")
-    to_driver = outbox_repository.partition_of(cid, driver_url)
+    to_driver = outbox_repository.partition_of(cid, outbox_repository.DRIVER_ENDPOINT)
     to_callback = outbox_repository.partition_of(cid, CALLBACK_URL)
     assert {job.key for job in rung} == {
         f"deliver:{to_driver}:1",
@@ -494,3 +494,41 @@ async def test_key_rotation_keeps_deliveries_going_with_the_same_secret(
     assert await deliveries.deliver_partition(only_new, partition) == 1
     [call] = route.calls
     assert verify(alice.webhook_secret, call.request) == [True]
+
+
+async def test_pending_deliveries_follow_the_drivers_new_url(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    """A Driver whose old URL is dead moves to a new one: what waited for the old URL goes to
+    the new one at once, in order, with the same webhook-ids, followed by what came after."""
+    moved = "https://new.driver.example/metagov/events"
+    old = respx_mock.post(EVENTS_URL).respond(503)
+    new = respx_mock.post(moved).respond(200)
+    await lucky(client, alice, 1)
+    await lucky(client, alice, 2)
+    await jobs.join()
+    assert len(old.calls) == 1  # the first waits for its retry; the second waits behind it
+    async with runtime.db.snapshot() as session:
+        waiting = (await session.scalars(select(Delivery).order_by(Delivery.seq))).all()
+    assert waiting[0].next_attempt_at > utcnow()  # hours away on the real schedule
+
+    async with runtime.unit_of_work() as session:
+        await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), moved)
+    await lucky(client, alice, 3)
+    await jobs.join()
+
+    assert len(old.calls) == 1
+    sent = [json.loads(call.request.content) for call in new.calls]
+    assert [body["data"]["number"] for body in sent] == [1, 2, 3]
+    assert [call.request.headers["webhook-id"] for call in new.calls] == [
+        f"evt_{d.event_id}" for d in waiting
+    ] + [sent[2]["id"]]
+    async with runtime.db.snapshot() as session:
+        made = (await session.scalars(select(Delivery).order_by(Delivery.seq))).all()
+    assert [(d.status, d.url) for d in made] == [("succeeded", moved)] * 3
+    assert len({d.partition for d in made}) == 1

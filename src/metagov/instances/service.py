@@ -26,7 +26,7 @@ from metagov.errors import AmbiguousPlugin, Conflict, FieldError, InvalidInput, 
 from metagov.instances import repository
 from metagov.outbox import service as outbox
 from metagov.plugins.registry import ActionSpec, PluginSpec
-from metagov.plugins.sdk import CredentialsRejected, PluginContext, State
+from metagov.plugins.sdk import CredentialsRejected, PluginContext, State, WebhookScope
 from metagov.processes import lifecycle
 from metagov.processes import repository as processes
 from metagov.runtime import Runtime
@@ -108,6 +108,29 @@ def platform_id_of(spec: PluginSpec, raw: Mapping[str, Any]) -> str:
     else:
         value = spec.config_model.model_fields[name].get_default(call_default_factory=False)
     return "" if value is None or value is PydanticUndefined else str(_reveal(value))
+
+
+def platform_tenant_of(spec: PluginSpec, community_platform_id: str) -> str | None:
+    """The platform tenant an instance with this platform id claims: its platform id, for a
+    plugin whose webhooks are platform-wide (they are routed to the instance by it); None for
+    any other plugin."""
+    if spec.webhooks is WebhookScope.PLATFORM and community_platform_id:
+        return community_platform_id
+    return None
+
+
+async def check_tenant_free(
+    session: AsyncSession, spec: PluginSpec, community_platform_id: str, instance_id: int | None
+) -> None:
+    """409 ``platform_tenant_taken`` if another instance holds the tenant this platform id
+    names. Checked before a platform is called and again, under the unique constraint, when the
+    instance is saved."""
+    tenant = platform_tenant_of(spec, community_platform_id)
+    if tenant is None:
+        return
+    owner = await repository.tenant_owner(session, spec.name, tenant)
+    if owner is not None and owner != instance_id:
+        raise repository.tenant_taken(spec.name, tenant)
 
 
 def _reveal(value: Any) -> Any:
@@ -450,6 +473,10 @@ async def prepare(
     plugin may check the config against its platform. Nothing is saved yet (see :func:`save`)."""
     stored = stored_secrets(runtime.secrets, existing) if existing is not None else None
     validated = validate_config(spec, raw_config, stored_secrets=stored, loc=loc)
+    async with runtime.db.snapshot() as session:
+        await check_tenant_free(
+            session, spec, validated.community_platform_id, existing.id if existing else None
+        )
     draft = PluginInstance(
         id=existing.id if existing is not None else None,
         community_id=existing.community_id if existing is not None else 0,
@@ -472,11 +499,15 @@ async def save(
     changed its config since it was read (409 otherwise); then save what ``initialize`` did."""
     validated = prepared.validated
     secrets = runtime.secrets.encrypt(validated.secrets) if validated.secrets else None
+    tenant = platform_tenant_of(prepared.spec, validated.community_platform_id)
+    existing_id = prepared.existing.id if prepared.existing is not None else None
+    await check_tenant_free(session, prepared.spec, validated.community_platform_id, existing_id)
     if prepared.existing is None:
         instance = PluginInstance(
             community_id=community.id,
             name=prepared.spec.name,
             community_platform_id=validated.community_platform_id,
+            platform_tenant=tenant,
             config=validated.public,
             secrets=secrets,
             state={},
@@ -507,11 +538,12 @@ async def save(
         instance.config = validated.public
         instance.secrets = secrets
         instance.community_platform_id = validated.community_platform_id
+        instance.platform_tenant = tenant
         instance.config_version += 1
         instance.updated_at = utcnow()
         if prepared.credentials_expire_at is not None:
             instance.credentials_expire_at = prepared.credentials_expire_at
-        await session.flush()
+        await repository.save_changes(session, instance)
         created = False
     await save_effects(session, runtime, instance, prepared.ctx)
     return Enabled(instance, created, prepared.notices)

@@ -563,6 +563,12 @@ class Plugin(Generic[ConfigT]):
         Raise :class:`OAuthError` to refuse."""
         raise NotImplementedError
 
+    async def oauth_revoke(self, install: OAuthInstall, http: httpx.AsyncClient) -> None:
+        """Give back the credentials of an install the gateway refused after the exchange (the
+        tenant is already installed elsewhere), so that nothing is left granted on the
+        platform. Best effort: errors are the plugin's to swallow. By default nothing is done."""
+        return None
+
     async def refresh_credentials(self, ctx: PluginContext[ConfigT]) -> None:
         """Renew the instance's credentials with ``ctx.update_secrets``."""
         raise NotImplementedError

@@ -99,10 +99,10 @@ async def rotate_webhook_secret(
 
 
 async def set_event_url(session: AsyncSession, driver: Driver, event_url: str | None) -> None:
-    """Change where the Driver receives events; an endpoint disabled by a 410 is enabled again
-    and its waiting deliveries go out."""
+    """Change where the Driver receives events; an endpoint disabled by a 410 is enabled again,
+    and the deliveries waiting for the Driver go to the new URL."""
     driver.event_url = event_url
-    await outbox.enable_endpoint(session, driver)
+    await outbox.follow_event_url(session, driver)
 
 
 async def list_drivers(session: AsyncSession) -> Sequence[Driver]:
@@ -142,8 +142,8 @@ async def ensure_env_driver(
     else:
         driver.api_key_hash = hash_api_key(api_key)
         driver.revoked_at = None
-        if event_url is not None:
-            driver.event_url = event_url
+        if event_url is not None and event_url != driver.event_url:
+            await set_event_url(session, driver, event_url)
     if webhook_secret is not None:
         driver.webhook_secret = box.encrypt_text(webhook_secret)
     await session.flush()
