@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from metagov.outbound import Allowlist, check_url
+
 # A well-known key so that a newcomer's gateway can store plugin secrets with zero configuration.
 # It is public, so anything encrypted with it is not protected: production refuses to start with it.
 DEVELOPMENT_SECRET_KEY = "bWV0YWdvdi1kZXZlbG9wbWVudC1rZXktbm90LXNlY3I="  # noqa: S105
@@ -61,6 +63,11 @@ class Settings(BaseSettings):
 
     driver_api_key: SecretStr | None = None
     driver_event_url: str | None = None
+    outbound_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts, host:port pairs or networks (CIDR) that deliveries and plugin calls "
+        "to URLs chosen by Drivers or communities may reach although they are not public",
+    )
 
     auth_redirect_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -133,7 +140,24 @@ class Settings(BaseSettings):
     def runs_jobs_in_process(self) -> bool:
         return self.jobs_in_process if self.jobs_in_process is not None else not self.redis_url
 
-    @field_validator("plugins_allow", "plugins_block", "auth_redirect_allowlist", mode="before")
+    @field_validator("driver_event_url")
+    @classmethod
+    def _check_event_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
+    @field_validator("outbound_allowlist")
+    @classmethod
+    def _check_allowlist(cls, entries: list[str]) -> list[str]:
+        Allowlist.parse(entries)
+        return entries
+
+    @field_validator(
+        "plugins_allow",
+        "plugins_block",
+        "auth_redirect_allowlist",
+        "outbound_allowlist",
+        mode="before",
+    )
     @classmethod
     def _parse_plugin_lists(cls, value: object) -> object:
         return _split_csv(value)

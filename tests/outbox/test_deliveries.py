@@ -21,15 +21,18 @@ from sqlalchemy import select
 from metagov.crypto import SecretBox, generate_key
 from metagov.db.base import utcnow
 from metagov.db.models import Community, Delivery, Driver, Process
+from metagov.errors import BadRequest
 from metagov.instances.service import rotate_secrets
 from metagov.jobs.queue import LocalQueue, take_doorbells
 from metagov.jobs.sweeper import sweep
+from metagov.outbound import guarded_client, policy_of
 from metagov.outbox import handlers as deliveries
 from metagov.outbox import repository as outbox_repository
 from metagov.outbox import service as events
 from metagov.runtime import Caches, Runtime
 from metagov.tenancy import service as drivers
 from tests.conftest import TEST_SECRET_KEY, DriverKey, plug_queue, running_queue
+from tests.receiver import DriverReceiver
 
 EVENTS_URL = "https://driver.example/metagov/events"
 CALLBACK_URL = "https://driver.example/callbacks/1"
@@ -532,3 +535,65 @@ async def test_pending_deliveries_follow_the_drivers_new_url(
         made = (await session.scalars(select(Delivery).order_by(Delivery.seq))).all()
     assert [(d.status, d.url) for d in made] == [("succeeded", moved)] * 3
     assert len({d.partition for d in made}) == 1
+
+
+async def test_a_delivery_the_guard_refuses_fails_with_url_not_allowed(
+    client: httpx.AsyncClient, alice: DriverKey, community: dict[str, Any], runtime: Runtime
+) -> None:
+    """In production, a Driver URL on loopback is refused at connect time: nothing is sent,
+    and the Driver reads a short code, not socket text. Listed in the allowlist, it is sent."""
+    async with DriverReceiver().running() as receiver:
+        async with runtime.unit_of_work() as session:
+            driver = await drivers.get_driver(session, "alice")
+            await drivers.set_event_url(session, driver, receiver.url)
+        await lucky(client, alice, 7)
+        production = replace(
+            runtime, outbound=guarded_client(policy_of("production", []), timeout=5)
+        )
+        async with runtime.db.snapshot() as session:
+            partition = (await session.scalars(select(Delivery.partition))).one()
+        try:
+            assert await deliveries.deliver_partition(production, partition) == 0
+        finally:
+            await production.outbound.aclose()
+        assert receiver.attempts == 0
+        [failed] = (await client.get("/api/internal/deliveries", headers=alice.headers)).json()
+        assert (failed["status"], failed["last_error"]) == ("pending", "url_not_allowed")
+
+        allowed = replace(
+            runtime,
+            outbound=guarded_client(
+                policy_of("production", [f"127.0.0.1:{receiver.port}"]), timeout=5
+            ),
+        )
+        async with runtime.unit_of_work() as session:
+            await drivers.set_event_url(session, driver, receiver.url)  # due again, at once
+        try:
+            assert await deliveries.deliver_partition(allowed, partition) == 1
+        finally:
+            await allowed.outbound.aclose()
+        assert len(receiver.delivered) == 1
+
+
+async def test_what_a_driver_reads_of_a_failed_attempt_is_a_short_code(
+    client: httpx.AsyncClient, alice: DriverKey, community: dict[str, Any], runtime: Runtime
+) -> None:
+    async with DriverReceiver().running() as receiver:
+        closed = receiver.url  # once the server is gone, the port refuses connections
+    async with runtime.unit_of_work() as session:
+        await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), closed)
+    await lucky(client, alice, 7)
+    async with runtime.db.snapshot() as session:
+        partition = (await session.scalars(select(Delivery.partition))).one()
+    assert await deliveries.deliver_partition(runtime, partition) == 0
+    [failed] = (await client.get("/api/internal/deliveries", headers=alice.headers)).json()
+    assert failed["last_error"] == "connect_error"
+
+
+async def test_an_event_url_must_be_an_http_url(runtime: Runtime, alice: DriverKey) -> None:
+    async with runtime.unit_of_work() as session:
+        with pytest.raises(BadRequest, match="http:// or https:// URL with a host"):
+            await drivers.create_driver(session, runtime.secrets, "x", event_url="not a url")
+        driver = await drivers.get_driver(session, "alice")
+        with pytest.raises(BadRequest, match="http:// or https:// URL with a host"):
+            await drivers.set_event_url(session, driver, "file:///etc/passwd")

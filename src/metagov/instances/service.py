@@ -265,7 +265,7 @@ def build_context(
         community_platform_id=instance.community_platform_id or None,
         config=config if config is not None else load_config(runtime, spec, instance),
         state=State(instance.state),
-        http=runtime.http,
+        http=runtime.outbound if spec.plugin.calls_configured_urls else runtime.http,
         settings=spec.plugin.settings,
         base_url=runtime.settings.base_url,
         secret_fields=spec.secret_fields,

@@ -538,6 +538,10 @@ class Plugin(Generic[ConfigT]):
     webhooks: ClassVar[WebhookScope | None] = None
     webhook_secret_params: ClassVar[frozenset[str]] = frozenset()
     settings_model: ClassVar[type[BaseModel] | None] = None
+    # Set when the config names a URL the plugin calls (a self-hosted server): ``ctx.http`` is
+    # then the guarded client, which connects only to public addresses (or to those the
+    # operator allows), since a community chose where it goes.
+    calls_configured_urls: ClassVar[bool] = False
     credentials_refresh_margin: ClassVar[timedelta] = timedelta(minutes=5)
     settings: Any = None  # an instance of settings_model, set by the registry
 

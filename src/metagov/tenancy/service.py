@@ -24,6 +24,7 @@ from metagov.db.base import utcnow
 from metagov.db.models import Community, Driver, PluginInstance
 from metagov.errors import BadRequest, Conflict, FieldError, InvalidInput, NotFound
 from metagov.instances import service as instances
+from metagov.outbound import check_url
 from metagov.outbox import service as outbox
 from metagov.runtime import Runtime
 from metagov.tenancy import repository
@@ -66,6 +67,7 @@ async def create_driver(
     """Create a Driver with a new API key and a new signing secret for its events."""
     if not name.strip():
         raise BadRequest("a Driver's name must not be empty", code="invalid_name")
+    _check_event_url(event_url)
     key = api_key or generate_api_key()
     secret = signing.generate_secret()
     driver = Driver(
@@ -101,8 +103,18 @@ async def rotate_webhook_secret(
 async def set_event_url(session: AsyncSession, driver: Driver, event_url: str | None) -> None:
     """Change where the Driver receives events; an endpoint disabled by a 410 is enabled again,
     and the deliveries waiting for the Driver go to the new URL."""
+    _check_event_url(event_url)
     driver.event_url = event_url
     await outbox.follow_event_url(session, driver)
+
+
+def _check_event_url(url: str | None) -> None:
+    if url is None:
+        return
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise BadRequest(f"the event URL {exc}", code="invalid_url") from None
 
 
 async def list_drivers(session: AsyncSession) -> Sequence[Driver]:
