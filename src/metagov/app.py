@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from metagov import __version__
 from metagov.api import auth, communities, events, generated, health, hooks, plugins
-from metagov.api.middleware import AccessLog, BodySizeLimit, RejectNulCharacters
+from metagov.api.middleware import AccessLog, BodySizeLimit, RateLimit, RejectNulCharacters
 from metagov.config import Settings
 from metagov.db import migrate
 from metagov.errors import install_error_handlers
@@ -18,6 +18,7 @@ from metagov.jobs.embedded import EmbeddedRunner
 from metagov.jobs.queue import JobQueue, LocalQueue, NullQueue
 from metagov.jobs.worker import ArqQueue, connect
 from metagov.plugins.registry import PluginRegistry
+from metagov.ratelimit import RateLimiter
 from metagov.runtime import Runtime
 from metagov.tenancy import service as tenancy
 
@@ -98,6 +99,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(RejectNulCharacters)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimit, limiter=RateLimiter.for_settings(settings))
     app.add_middleware(AccessLog)
     app.include_router(health.router)
     app.include_router(hooks.router)

@@ -122,6 +122,26 @@ class Settings(BaseSettings):
         "hooks to finish before answering 409 process_busy (or retrying later)",
     )
 
+    # Rate limits ("<count>/<second|minute|hour|day>", or "off"). Generous: they stop floods and
+    # key guessing, not normal use. Counted per process, or in Redis when the API uses Redis.
+    rate_limit_driver: str = Field(
+        default="6000/minute", description="Requests per Driver API key on /api/internal/*"
+    )
+    rate_limit_hooks: str = Field(
+        default="120000/minute",
+        description="Webhooks per client address on /api/hooks/* (a platform sends from few "
+        "addresses: keep it above its peak, or off)",
+    )
+    rate_limit_public: str = Field(
+        default="600/minute",
+        description="Requests per client address on /api/action/* and /auth/*",
+    )
+    rate_limit_auth_failures: str = Field(
+        default="30/minute",
+        description="Failed Driver authentications per client address; past it, the address "
+        "gets 429 on /api/internal/* until the window ends",
+    )
+
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -144,6 +164,22 @@ class Settings(BaseSettings):
     @classmethod
     def _check_event_url(cls, value: str | None) -> str | None:
         return None if value is None else check_url(value)
+
+    @field_validator(
+        "rate_limit_driver", "rate_limit_hooks", "rate_limit_public", "rate_limit_auth_failures"
+    )
+    @classmethod
+    def _check_limit(cls, value: str) -> str:
+        from limits import parse
+
+        if value.strip() and value.strip().lower() not in ("off", "none", "0"):
+            try:
+                parse(value)
+            except ValueError:
+                raise ValueError(
+                    "must be like 600/minute (a count per second, minute, hour or day), or off"
+                ) from None
+        return value
 
     @field_validator("outbound_allowlist")
     @classmethod
