@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     # Rate limits ("<count>/<second|minute|hour|day>", or "off"). Generous: they stop floods and
     # key guessing, not normal use. Counted per process, or in Redis when the API uses Redis.
     rate_limit_driver: str = Field(
-        default="6000/minute", description="Requests per Driver API key on /api/internal/*"
+        default="60000/minute", description="Requests per Driver API key on /api/internal/*"
     )
     rate_limit_hooks: str = Field(
         default="120000/minute",
