@@ -24,6 +24,9 @@ from metagov.config import Settings
 log = logging.getLogger(__name__)
 # While the counters cannot be reached, say so at most this often.
 _WARN_EVERY_SECONDS = 60.0
+# Addresses blocked for failed authentications are remembered in memory; past this many, the
+# expired ones are forgotten.
+_MAX_BLOCKED = 10_000
 
 
 def parse_limit(text: str) -> RateLimitItem | None:
@@ -65,6 +68,7 @@ class RateLimiter:
             else FixedWindowRateLimiter(MemoryStorage())
         )
         self._warned_at = 0.0
+        self._blocked: dict[str, float] = {}
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RateLimiter:
@@ -94,16 +98,33 @@ class RateLimiter:
             return None
         return max(1.0, stats.reset_time - time.time())
 
-    async def exceeded(self, item: RateLimitItem, key: str) -> float | None:
-        """Like :meth:`hit` without counting: whether ``key`` is already over the limit."""
+    async def failed(self, item: RateLimitItem, key: str) -> None:
+        """Count a failure of ``key`` (shared); past the limit, ``key`` is blocked in this
+        process until the window ends. Another process blocks it at its own next failure, so
+        across N processes at most N - 1 failures get past the limit."""
         try:
-            if await self._strategy.test(item, key):
-                return None
+            await self._strategy.hit(item, key)
             stats = await self._strategy.get_window_stats(item, key)
         except Exception as exc:
             self._unavailable(exc)
+            return
+        if stats.remaining <= 0:  # the limit is used up: the next attempt waits
+            self._blocked[key] = time.monotonic() + max(1.0, stats.reset_time - time.time())
+            if len(self._blocked) > _MAX_BLOCKED:
+                now = time.monotonic()
+                self._blocked = {k: v for k, v in self._blocked.items() if v > now}
+
+    def blocked(self, key: str) -> float | None:
+        """Seconds ``key`` stays blocked by :meth:`failed`, or None. No round trip: it is
+        asked on every request."""
+        until = self._blocked.get(key)
+        if until is None:
             return None
-        return max(1.0, stats.reset_time - time.time())
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._blocked[key]
+            return None
+        return left
 
     def _unavailable(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -5,6 +5,7 @@ stored. Counted in memory, or in Redis shared by every replica."""
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -128,3 +129,24 @@ async def test_unreachable_counters_let_requests_through(database_url: str) -> N
         async with client_of(app) as client:
             for _ in range(3):
                 assert (await client.get("/api/internal/events", headers=alice.headers)).is_success
+
+
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="the shared counters need Redis")
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_failed_authentications_are_counted_across_replicas(database_url: str) -> None:
+    """Each replica checks its own memory on every request (no round trip) and learns of the
+    shared count at its next failure: at most one failure per replica gets past the limit."""
+    address = f"198.51.100.{secrets.randbelow(250) + 1}"  # a window of its own in Redis
+    limits = {"redis_url": REDIS_URL, "rate_limit_auth_failures": "4/minute"}
+    bad = {"Authorization": "Bearer mgk_guess"}
+    async with (
+        gateway(database_url, **limits) as (one, runtime),
+        gateway(database_url, **limits) as (two, _),
+    ):
+        alice = await make_driver(runtime, "alice")
+        async with client_of(one, address) as first, client_of(two, address) as second:
+            for client in (first, second, first, second):
+                assert (await client.get("/api/internal/events", headers=bad)).status_code == 401
+            assert_limited(await second.get("/api/internal/events", headers=alice.headers))
+            assert (await first.get("/api/internal/events", headers=bad)).status_code == 401
+            assert_limited(await first.get("/api/internal/events", headers=alice.headers))

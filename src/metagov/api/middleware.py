@@ -249,7 +249,7 @@ class RateLimit:
         limits = self.limiter.limits
         address = _address(scope)
         if limits.auth_failures is not None:
-            wait = await self.limiter.exceeded(limits.auth_failures, "f:" + address)
+            wait = self.limiter.blocked("f:" + address)
             if wait is not None:
                 await _refuse(send, wait, "too many failed authentications from this address")
                 return
@@ -274,7 +274,7 @@ class RateLimit:
 
         await self.app(scope, receive, watching_send)
         if status == 401:
-            await self.limiter.hit(limits.auth_failures, "f:" + address)
+            await self.limiter.failed(limits.auth_failures, "f:" + address)
 
 
 def _address(scope: Scope) -> str:
