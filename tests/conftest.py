@@ -116,6 +116,12 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "jobs_in_process": False,
         "secret_keys": TEST_SECRET_KEY,
         "driver_api_key": None,
+        # Tests that send many refused requests from one address would trip the limits;
+        # tests/api/test_ratelimits.py turns them on.
+        "rate_limit_driver": "off",
+        "rate_limit_hooks": "off",
+        "rate_limit_public": "off",
+        "rate_limit_auth_failures": "off",
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

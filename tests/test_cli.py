@@ -79,3 +79,30 @@ def test_bad_settings_are_reported_not_raised(
     code, out = run("db", "check")
     assert code == 2
     assert "not a Fernet key" in out
+
+
+def test_event_urls_must_be_http_urls(env: dict[str, str]) -> None:
+    run("db", "upgrade")
+    for bad in ("file:///etc/passwd", "not a url"):
+        code, out = run("drivers", "create", "pk", "--event-url", bad)
+        assert code == 1
+        assert out.strip() == (
+            "the event URL must be an http:// or https:// URL with a host (and no user or password)"
+        )
+    assert run("drivers", "create", "pk")[0] == 0
+    code, out = run("drivers", "set-event-url", "pk", "gopher://127.0.0.1:6379/")
+    assert code == 1
+    assert "http:// or https:// URL with a host" in out
+    assert "pk\tactive\t-" in run("drivers", "list")[1]
+    code, _ = run("drivers", "set-event-url", "pk", "https://pk.example/events")
+    assert code == 0
+
+
+def test_a_bad_driver_event_url_setting_is_reported(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METAGOV_DRIVER_EVENT_URL", "file:///etc/passwd")
+    code, out = run("drivers", "list")
+    assert code == 2
+    assert "driver_event_url" in out
+    assert "http:// or https:// URL with a host" in out

@@ -20,7 +20,7 @@ from metagov.api import (
     openapi,
     plugins,
 )
-from metagov.api.middleware import AccessLog, BodySizeLimit, RejectNulCharacters
+from metagov.api.middleware import AccessLog, BodySizeLimit, RateLimit, RejectNulCharacters
 from metagov.config import Settings
 from metagov.db import migrate
 from metagov.errors import install_error_handlers
@@ -28,6 +28,7 @@ from metagov.jobs.embedded import EmbeddedRunner
 from metagov.jobs.queue import JobQueue, LocalQueue, NullQueue
 from metagov.jobs.worker import ArqQueue, connect
 from metagov.plugins.registry import PluginRegistry
+from metagov.ratelimit import RateLimiter
 from metagov.runtime import Runtime
 from metagov.tenancy import service as tenancy
 
@@ -109,10 +110,12 @@ def create_app(
     openapi.install(app)
     app.add_middleware(RejectNulCharacters)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimit, limiter=RateLimiter.for_settings(settings))
     app.add_middleware(AccessLog)
     app.include_router(health.router)
     app.include_router(hooks.router)
     app.include_router(auth.router)
+    app.include_router(auth.internal)
     app.include_router(events.router)
     app.include_router(communities.router)
     app.include_router(identity.router)

@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from metagov.outbound import Allowlist, check_url
+
 # A well-known key so that a newcomer's gateway can store plugin secrets with zero configuration.
 # It is public, so anything encrypted with it is not protected: production refuses to start with it.
 DEVELOPMENT_SECRET_KEY = "bWV0YWdvdi1kZXZlbG9wbWVudC1rZXktbm90LXNlY3I="  # noqa: S105
@@ -61,6 +63,11 @@ class Settings(BaseSettings):
 
     driver_api_key: SecretStr | None = None
     driver_event_url: str | None = None
+    outbound_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts, host:port pairs or networks (CIDR) that deliveries and plugin calls "
+        "to URLs chosen by Drivers or communities may reach although they are not public",
+    )
 
     auth_redirect_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -115,6 +122,26 @@ class Settings(BaseSettings):
         "hooks to finish before answering 409 process_busy (or retrying later)",
     )
 
+    # Rate limits ("<count>/<second|minute|hour|day>", or "off"). Generous: they stop floods and
+    # key guessing, not normal use. Counted per process, or in Redis when the API uses Redis.
+    rate_limit_driver: str = Field(
+        default="60000/minute", description="Requests per Driver API key on /api/internal/*"
+    )
+    rate_limit_hooks: str = Field(
+        default="120000/minute",
+        description="Webhooks per client address on /api/hooks/* (a platform sends from few "
+        "addresses: keep it above its peak, or off)",
+    )
+    rate_limit_public: str = Field(
+        default="600/minute",
+        description="Requests per client address on /api/action/* and /auth/*",
+    )
+    rate_limit_auth_failures: str = Field(
+        default="30/minute",
+        description="Failed Driver authentications per client address; past it, the address "
+        "gets 429 on /api/internal/* until the window ends",
+    )
+
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -133,7 +160,40 @@ class Settings(BaseSettings):
     def runs_jobs_in_process(self) -> bool:
         return self.jobs_in_process if self.jobs_in_process is not None else not self.redis_url
 
-    @field_validator("plugins_allow", "plugins_block", "auth_redirect_allowlist", mode="before")
+    @field_validator("driver_event_url")
+    @classmethod
+    def _check_event_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
+    @field_validator(
+        "rate_limit_driver", "rate_limit_hooks", "rate_limit_public", "rate_limit_auth_failures"
+    )
+    @classmethod
+    def _check_limit(cls, value: str) -> str:
+        from limits import parse
+
+        if value.strip() and value.strip().lower() not in ("off", "none", "0"):
+            try:
+                parse(value)
+            except ValueError:
+                raise ValueError(
+                    "must be like 600/minute (a count per second, minute, hour or day), or off"
+                ) from None
+        return value
+
+    @field_validator("outbound_allowlist")
+    @classmethod
+    def _check_allowlist(cls, entries: list[str]) -> list[str]:
+        Allowlist.parse(entries)
+        return entries
+
+    @field_validator(
+        "plugins_allow",
+        "plugins_block",
+        "auth_redirect_allowlist",
+        "outbound_allowlist",
+        mode="before",
+    )
     @classmethod
     def _parse_plugin_lists(cls, value: object) -> object:
         return _split_csv(value)

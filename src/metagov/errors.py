@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from metagov.db.engine import DatabaseError, is_unavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -78,7 +80,7 @@ class AmbiguousPlugin(Conflict):
 
     code = "ambiguous_plugin"
 
-    def __init__(self, detail: str, choices: list[dict[str, Any]]) -> None:
+    def __init__(self, detail: str, choices: list[dict[str, Any]] | None) -> None:
         super().__init__(detail)
         self.choices = choices
 
@@ -225,8 +227,24 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return _json(500, ErrorBody(detail="Internal server error", code="internal_error"))
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database that could not be reached is a 503 the client may retry as it is (the pool
+    has replaced its connections by then), not a 500; any other database error is a bug."""
+    if not is_unavailable(exc):
+        return await _unexpected_error(request, exc)
+    log.warning(
+        "database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
+    )
+    return _json(
+        503,
+        ErrorBody(detail="the database is unavailable; retry shortly", code="database_unavailable"),
+        {"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MetagovError, _metagov_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DatabaseError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

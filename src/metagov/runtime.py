@@ -21,6 +21,7 @@ from metagov.config import Settings
 from metagov.crypto import SecretBox
 from metagov.db.engine import Database, Session
 from metagov.jobs.queue import JobQueue, NullQueue, send_doorbells, take_doorbells
+from metagov.outbound import guarded_client, policy_of
 from metagov.plugins.registry import PluginRegistry
 
 
@@ -50,6 +51,9 @@ class Runtime:
     secrets: SecretBox
     http: httpx.AsyncClient
     queue: JobQueue
+    # For URLs a Driver or a community chose (deliveries, callbacks, self-hosted platforms):
+    # connections only to public addresses, or to those METAGOV_OUTBOUND_ALLOWLIST names.
+    outbound: httpx.AsyncClient
     caches: Caches = field(default_factory=Caches)
 
     @asynccontextmanager
@@ -80,6 +84,10 @@ class Runtime:
             follow_redirects=False,
             headers={"User-Agent": "metagov-gateway"},
         )
+        outbound = guarded_client(
+            policy_of(settings.environment, settings.outbound_allowlist),
+            timeout=settings.http_timeout_seconds,
+        )
         try:
             yield cls(
                 settings=settings,
@@ -91,7 +99,9 @@ class Runtime:
                 secrets=SecretBox([k.get_secret_value() for k in settings.secret_keys]),
                 http=http,
                 queue=queue or NullQueue(),
+                outbound=outbound,
             )
         finally:
+            await outbound.aclose()
             await http.aclose()
             await db.dispose()

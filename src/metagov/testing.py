@@ -15,7 +15,7 @@ This module is the stable surface for plugin tests: it follows the core wherever
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -102,6 +102,28 @@ class TestGateway:
         body: dict[str, Any] = response.json()
         return body
 
+    async def start_install(
+        self,
+        driver: DriverCredentials,
+        plugin: str,
+        community: str,
+        *,
+        redirect_uri: str,
+        state: str | None = None,
+        kind: str = "app",
+        metagov_id: str | None = None,
+    ) -> httpx.Response:
+        """Start an OAuth install the way a Driver and a browser do (see :func:`start_install`)."""
+        return await start_install(
+            self.client,
+            driver.to(community),
+            plugin,
+            redirect_uri=redirect_uri,
+            state=state,
+            kind=kind,
+            metagov_id=metagov_id,
+        )
+
     async def drain(self, *, now: datetime | None = None, max_rounds: int = 50) -> int:
         """Run every job that is due, as workers would, until none is left; returns how many ran.
 
@@ -132,6 +154,32 @@ class TestGateway:
             if not worked and not self._queue.jobs:
                 return ran
         raise AssertionError(f"jobs were still due after {max_rounds} rounds")
+
+
+async def start_install(
+    client: httpx.AsyncClient,
+    headers: Mapping[str, str],
+    plugin: str,
+    *,
+    redirect_uri: str,
+    state: str | None = None,
+    kind: str = "app",
+    metagov_id: str | None = None,
+) -> httpx.Response:
+    """Start an OAuth install as it happens for real: the Driver (``headers``: its key and the
+    community) asks for an install URL, and a browser opens it. Returns the browser's answer (a
+    302 to the platform), or the Driver's if the gateway refused to make a URL. ``metagov_id``
+    names the person a ``user`` login links the account to."""
+    body: dict[str, str | None] = {"redirect_uri": redirect_uri, "state": state, "type": kind}
+    if metagov_id is not None:
+        body["metagov_id"] = metagov_id
+    made = await client.post(
+        f"/api/internal/oauth/{plugin}/authorize", json=body, headers=dict(headers)
+    )
+    if made.status_code != 200:
+        return made
+    url = httpx.URL(made.json()["url"])
+    return await client.get(url.raw_path.decode("ascii"))
 
 
 @asynccontextmanager

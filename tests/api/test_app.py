@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import text
 
 from metagov.app import create_app
 from metagov.config import DEVELOPMENT_SECRET_KEY, Settings
@@ -162,3 +165,45 @@ async def test_nul_characters_are_refused_at_the_door(
         headers=alice.headers,
     )
     assert escaped.status_code == 201
+
+
+async def drop_database_connections(runtime: Runtime) -> None:
+    """Cut every connection the gateway's pool holds, as a database restart or a network
+    failure does: PostgreSQL's server ends them; SQLite's are closed under the pool."""
+    if runtime.db.dialect == "postgresql":
+        async with runtime.db.engine.connect() as conn:
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        return
+    async with AsyncExitStack() as stack:
+        for _ in range(runtime.db.engine.pool.checkedin()):
+            conn = await stack.enter_async_context(runtime.db.engine.connect())
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.close()
+
+
+async def test_a_dropped_database_connection_is_a_503_and_the_next_request_succeeds(
+    client: httpx.AsyncClient, alice: DriverKey, runtime: Runtime, community: dict[str, Any]
+) -> None:
+    for request in (
+        lambda: client.get("/api/internal/community/commons", headers=alice.headers),
+        lambda: client.post(
+            "/api/internal/action/randomness.random-int", headers=alice.to("commons")
+        ),
+    ):
+        # Open several connections first, so the pool holds more than the one request needs.
+        await asyncio.gather(*(client.get("/readyz") for _ in range(4)))
+        await drop_database_connections(runtime)
+        failed = await request()
+        assert failed.status_code == 503, failed.text
+        assert failed.json() == {
+            "detail": "the database is unavailable; retry shortly",
+            "code": "database_unavailable",
+        }
+        assert failed.headers["retry-after"] == "1"
+        again = await request()
+        assert again.status_code == 200, again.text

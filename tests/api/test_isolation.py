@@ -48,6 +48,8 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "tra
 
 # Routes about no community and no single stored object, which any Driver may call: catalogues
 # of plugins, creating a community, and the caller's own deliveries (listed or replayed in bulk).
+# Routes that create what they name when it does not exist.
+CREATING_ROUTES = {("PUT", "/api/internal/community/{slug}")}
 GLOBAL_ROUTES = {
     ("GET", "/api/internal/plugin-schemas"),
     ("GET", "/api/internal/plugin/{name}/metadata"),
@@ -213,6 +215,7 @@ class AliceWorld:
             "instance_id": _pick(self.instances, plugin),
             "process_id": _pick(self.processes, full_name),
             "delivery_id": self.delivery_id,
+            "plugin": "slack",  # an OAuth plugin: install URLs are per community
         }
         names = re.findall(r"\{([^}]+)\}", path)
         unknown = [n for n in names if n not in values]
@@ -426,7 +429,13 @@ async def check_route(
 
     # b) Another Driver naming alice's community (and alice's ids in the path).
     response = await world.send(client, method, path, bob.to(COMMONS))
-    if (method, path) in GLOBAL_ROUTES:
+    if (method, path) in CREATING_ROUTES:
+        # PUT creates a community that does not exist; a slug another Driver holds is taken,
+        # exactly as on POST (test_bob_cannot_take_alices_slug), and shows nothing of it.
+        body = assert_error_body(response, 409)
+        assert body["code"] == "slug_taken", body
+        assert_nothing_of_alice(response, *RECORD_FIELDS)
+    elif (method, path) in GLOBAL_ROUTES:
         assert 200 <= response.status_code < 300, response.text
         assert_nothing_of_alice(response, COMMONS)
     else:

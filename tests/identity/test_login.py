@@ -54,7 +54,11 @@ async def gw(database_url: str) -> AsyncIterator[TestGateway]:
 
 
 @pytest.fixture
-async def driver(gw: TestGateway) -> DriverCredentials:
+async def driver(gw: TestGateway, respx_mock: respx.MockRouter) -> DriverCredentials:
+    # Slack confirms that the configured bot token is the team's.
+    respx_mock.post(f"{API}/auth.test").respond(
+        json={"ok": True, "team_id": TEAM, "team": "Softball", "user_id": "UBOT", "bot_id": "B1"}
+    )
     credentials = await gw.create_driver("alice", event_url=EVENTS)
     await gw.create_community(credentials, "commons", [{"name": "slack", "config": SLACK_CONFIG}])
     return credentials
@@ -79,20 +83,26 @@ def mock_user_login(respx_mock: respx.MockRouter, user: str = USER) -> respx.Rou
     )
 
 
-async def start_login(gw: TestGateway, **params: str) -> Any:
-    query = {
-        "type": "user",
-        "community": "commons",
-        "redirect_uri": DONE,
-        "state": "driver-state",
-        **params,
-    }
-    return await gw.client.get(f"/auth/slack/authorize?{urlencode(query)}")
+async def start_login(
+    gw: TestGateway, driver: DriverCredentials, *, type: str = "user", metagov_id: str | None = None
+) -> Any:
+    """The Driver asks for a login URL for a Slack user of ``commons``; a browser opens it."""
+    return await gw.start_install(
+        driver,
+        "slack",
+        "commons",
+        redirect_uri=DONE,
+        state="driver-state",
+        kind=type,
+        metagov_id=metagov_id,
+    )
 
 
-async def login(gw: TestGateway, **params: str) -> dict[str, list[str]]:
+async def login(
+    gw: TestGateway, driver: DriverCredentials, metagov_id: str | None = None
+) -> dict[str, list[str]]:
     """Log in through Slack; returns the query string the Driver gets back."""
-    started = await start_login(gw, **params)
+    started = await start_login(gw, driver, metagov_id=metagov_id)
     assert started.status_code == 302, started.text
     state = parse_qs(urlsplit(started.headers["location"]).query)["state"][0]
     done = await gw.client.get(
@@ -127,7 +137,7 @@ async def test_a_login_links_the_account_to_a_new_id_and_tells_the_driver(
     mock_user_login(respx_mock)
     received = respx_mock.post(EVENTS).respond(200)
 
-    back = await login(gw)
+    back = await login(gw, driver)
 
     [person] = back.pop("metagov_id")
     assert back == {"community": ["commons"], "user_id": [USER], "state": ["driver-state"]}
@@ -146,7 +156,7 @@ async def test_a_login_links_the_account_to_a_new_id_and_tells_the_driver(
     assert event["initiator"] == {"user_id": USER, "provider": "slack"}
 
     # Logging in again finds the same person; nothing new is made or recorded.
-    again = await login(gw)
+    again = await login(gw, driver)
     assert again["metagov_id"] == [person]
     await gw.drain()
     assert len(received.calls) == 1
@@ -178,7 +188,7 @@ async def test_a_login_links_to_the_id_the_driver_named(
     )
     assert linked.status_code == 201, linked.text
 
-    back = await login(gw, metagov_id=named)
+    back = await login(gw, driver, metagov_id=named)
 
     assert back["metagov_id"] == [named]
     [account] = (await get_user(gw, driver, named))["linked_accounts"]
@@ -192,7 +202,7 @@ async def test_a_login_links_to_the_id_the_driver_named(
         headers=driver.headers,
     )
     assert merged.status_code == 200, merged.text
-    assert (await login(gw, metagov_id=named))["metagov_id"] == [merged_into]
+    assert (await login(gw, driver, metagov_id=named))["metagov_id"] == [merged_into]
 
 
 async def test_an_account_linked_elsewhere_is_not_moved(
@@ -200,10 +210,10 @@ async def test_an_account_linked_elsewhere_is_not_moved(
 ) -> None:
     mock_user_login(respx_mock)
     respx_mock.post(EVENTS).respond(200)
-    first = (await login(gw))["metagov_id"][0]
+    first = (await login(gw, driver))["metagov_id"][0]
     other = await new_id(gw, driver)
 
-    back = await login(gw, metagov_id=other)
+    back = await login(gw, driver, metagov_id=other)
 
     assert back["error"] == ["account_linked_elsewhere"]
     [description] = back["error_description"]
@@ -219,10 +229,10 @@ async def test_an_account_linked_elsewhere_is_not_moved(
 async def test_a_login_names_an_id_of_the_community_or_none(
     gw: TestGateway, driver: DriverCredentials, respx_mock: respx.MockRouter
 ) -> None:
-    unknown = await start_login(gw, metagov_id="mgid_nope")
+    unknown = await start_login(gw, driver, metagov_id="mgid_nope")
     assert unknown.status_code == 404
     assert unknown.json()["code"] == "not_found"
-    install = await start_login(gw, type="app", metagov_id=await new_id(gw, driver))
+    install = await start_login(gw, driver, type="app", metagov_id=await new_id(gw, driver))
     assert install.status_code == 400
     assert "type=user" in install.json()["detail"]
     # An id of another community of the same Driver is not this community's.
@@ -231,5 +241,6 @@ async def test_a_login_names_an_id_of_the_community_or_none(
         f"{BASE}/create_id", json={"community": "other"}, headers=driver.headers
     )
     [elsewhere] = response.json()
-    assert (await start_login(gw, metagov_id=elsewhere)).status_code == 404
-    assert not respx_mock.calls
+    assert (await start_login(gw, driver, metagov_id=elsewhere)).status_code == 404
+    # Refused before anything reached Slack (its only call was checking the token at install).
+    assert [call.request.url.path for call in respx_mock.calls] == ["/api/auth.test"]

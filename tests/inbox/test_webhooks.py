@@ -343,6 +343,7 @@ async def test_a_second_instance_makes_the_url_ambiguous_at_once(
     ambiguous = await client.post(HOOK, content=body, headers=standard_signed(body, "msg_2"))
     assert ambiguous.status_code == 409
     assert ambiguous.json()["code"] == "ambiguous_plugin"
+    assert "choices" not in ambiguous.json()  # the sender is anonymous: no instance ids
     chosen = await client.post(
         HOOK + "?community_platform_id=second", content=body, headers=standard_signed(body, "msg_2")
     )
@@ -413,3 +414,28 @@ async def test_a_forged_webhook_after_good_ones_is_counted_once(
     forged = standard_signed(body, "msg_forged", secret=other_secret)
     assert (await client.post(HOOK, content=body, headers=forged)).status_code == 401
     assert rejected() == before + 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("source_name", ""), ("source_name", "  "), ("event_type_field", "")]
+)
+async def test_a_blank_name_is_refused_and_the_plain_hook_url_keeps_working(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    hooked: dict[str, Any],
+    runtime: Runtime,
+    field: str,
+    value: str,
+) -> None:
+    """A value that names something (the sender, the event type's field) cannot be blank: a
+    blank source would make a second instance and the community's plain hook URL ambiguous."""
+    refused = await client.post(
+        "/api/internal/plugin/webhook",
+        json={"secret": SECRET, field: value},
+        headers=alice.to("commons"),
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["loc"] == ["body", field]
+    assert await count_rows(runtime, "plugin_instances") == 2  # randomness and the hook
+    body = b'{"action": "still"}'
+    assert (await client.post(HOOK, content=body, headers=standard_signed(body))).status_code == 200

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from metagov.crypto import SecretBox, generate_key
 from metagov.instances.service import rotate_secrets
 from metagov.runtime import Runtime
-from tests.conftest import TEST_SECRET_KEY, DriverKey
+from tests.conftest import TEST_SECRET_KEY, DriverKey, count_rows
 
 # Every platform the gateway ships a plugin for (``/docs`` lists each one's routes).
 BUILT_IN = {
@@ -192,6 +192,41 @@ async def test_several_instances_need_a_platform_id(
         f"/api/internal/plugin/echo/{two['id']}", json={"team_id": "T1"}, headers=headers
     )
     assert clash.status_code == 409
+
+
+async def test_a_blank_platform_id_is_refused(
+    client: httpx.AsyncClient, alice: DriverKey, community: dict[str, Any], runtime: Runtime
+) -> None:
+    """Any plugin's platform id names its instance: blank is not a name."""
+    for team in ("", "   "):
+        refused = await enable_echo(client, alice, team)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["loc"] == ["body", "team_id"]
+    assert await count_rows(runtime, "plugin_instances") == 1  # randomness only
+
+
+async def test_an_anonymous_caller_is_not_shown_instance_ids(
+    client: httpx.AsyncClient, alice: DriverKey, community: dict[str, Any]
+) -> None:
+    """A public action needs no key, so its 409 says how to choose but names no instance."""
+    await enable_echo(client, alice, "T1")
+    await enable_echo(client, alice, "T2")
+    ambiguous = await client.post(
+        "/api/action/echo.say",
+        json={"parameters": {"text": "x"}},
+        headers={"X-Metagov-Community": "commons"},
+    )
+    assert ambiguous.status_code == 409
+    body = ambiguous.json()
+    assert body["code"] == "ambiguous_plugin"
+    assert "choices" not in body
+    assert "community_platform_id" in body["detail"]
+    picked = await client.post(
+        "/api/action/echo.say?community_platform_id=T1",
+        json={"parameters": {"text": "x"}},
+        headers={"X-Metagov-Community": "commons"},
+    )
+    assert picked.json()["team_id"] == "T1"
 
 
 async def test_disable_cancels_open_processes(

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,16 +18,21 @@ import pytest
 import respx
 from sqlalchemy import select
 
+from metagov.crypto import SecretBox, generate_key
 from metagov.db.base import utcnow
 from metagov.db.models import Community, Delivery, Driver, Process
+from metagov.errors import BadRequest
+from metagov.instances.service import rotate_secrets
 from metagov.jobs.queue import LocalQueue, take_doorbells
 from metagov.jobs.sweeper import sweep
+from metagov.outbound import guarded_client, policy_of
 from metagov.outbox import handlers as deliveries
 from metagov.outbox import repository as outbox_repository
 from metagov.outbox import service as events
-from metagov.runtime import Runtime
+from metagov.runtime import Caches, Runtime
 from metagov.tenancy import service as drivers
-from tests.conftest import DriverKey, plug_queue, running_queue
+from tests.conftest import TEST_SECRET_KEY, DriverKey, plug_queue, running_queue
+from tests.receiver import DriverReceiver
 
 EVENTS_URL = "https://driver.example/metagov/events"
 CALLBACK_URL = "https://driver.example/callbacks/1"
@@ -321,7 +327,7 @@ async def test_timeouts_count_as_failures(
     assert delivery is not None
     assert delivery.status == "pending"
     assert delivery.attempts == 1
-    assert delivery.last_error is not None and "ReadTimeout" in delivery.last_error
+    assert delivery.last_error == "timeout"  # a code: not the socket's words
     assert delivery.lease_until is None
 
 
@@ -454,7 +460,7 @@ async def test_an_event_gets_a_delivery_and_a_doorbell_per_endpoint(
             callback_url=process.callback_url,
         )
         rung = take_doorbells(session, "deliver")
-    to_driver = outbox_repository.partition_of(cid, driver_url)
+    to_driver = outbox_repository.partition_of(cid, outbox_repository.DRIVER_ENDPOINT)
     to_callback = outbox_repository.partition_of(cid, CALLBACK_URL)
     assert {job.key for job in rung} == {
         f"deliver:{to_driver}:1",
@@ -469,3 +475,125 @@ async def test_an_event_gets_a_delivery_and_a_doorbell_per_endpoint(
         (second, 2, "callback", CALLBACK_URL, to_callback),
     ]
     assert all((d.status, d.attempts, d.lease_until) == ("pending", 0, None) for d in made)
+
+
+async def test_key_rotation_keeps_deliveries_going_with_the_same_secret(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    alice: DriverKey,
+    driver_url: str,
+    respx_mock: respx.MockRouter,
+) -> None:
+    """`metagov keys rotate` re-encrypts the Drivers' signing secrets too: once it has run, a
+    gateway holding only the new key signs deliveries with the secret the Driver already has."""
+    route = respx_mock.post(EVENTS_URL).respond(200)
+    await lucky(client, alice, 7)  # no job runs: the delivery waits
+    new_key = generate_key()
+    async with runtime.unit_of_work() as session:
+        await rotate_secrets(session, SecretBox([new_key, TEST_SECRET_KEY]))
+    only_new = replace(runtime, secrets=SecretBox([new_key]), caches=Caches())
+    async with runtime.db.snapshot() as session:
+        partition = (await session.scalars(select(Delivery.partition))).one()
+    assert await deliveries.deliver_partition(only_new, partition) == 1
+    [call] = route.calls
+    assert verify(alice.webhook_secret, call.request) == [True]
+
+
+async def test_pending_deliveries_follow_the_drivers_new_url(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    driver_url: str,
+    jobs: LocalQueue,
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    """A Driver whose old URL is dead moves to a new one: what waited for the old URL goes to
+    the new one at once, in order, with the same webhook-ids, followed by what came after."""
+    moved = "https://new.driver.example/metagov/events"
+    old = respx_mock.post(EVENTS_URL).respond(503)
+    new = respx_mock.post(moved).respond(200)
+    await lucky(client, alice, 1)
+    await lucky(client, alice, 2)
+    await jobs.join()
+    assert len(old.calls) == 1  # the first waits for its retry; the second waits behind it
+    async with runtime.db.snapshot() as session:
+        waiting = (await session.scalars(select(Delivery).order_by(Delivery.seq))).all()
+    assert waiting[0].next_attempt_at > utcnow()  # hours away on the real schedule
+
+    async with runtime.unit_of_work() as session:
+        await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), moved)
+    await lucky(client, alice, 3)
+    await jobs.join()
+
+    assert len(old.calls) == 1
+    sent = [json.loads(call.request.content) for call in new.calls]
+    assert [body["data"]["number"] for body in sent] == [1, 2, 3]
+    assert [call.request.headers["webhook-id"] for call in new.calls] == [
+        f"evt_{d.event_id}" for d in waiting
+    ] + [sent[2]["id"]]
+    async with runtime.db.snapshot() as session:
+        made = (await session.scalars(select(Delivery).order_by(Delivery.seq))).all()
+    assert [(d.status, d.url) for d in made] == [("succeeded", moved)] * 3
+    assert len({d.partition for d in made}) == 1
+
+
+async def test_a_delivery_the_guard_refuses_fails_with_url_not_allowed(
+    client: httpx.AsyncClient, alice: DriverKey, community: dict[str, Any], runtime: Runtime
+) -> None:
+    """In production, a Driver URL on loopback is refused at connect time: nothing is sent,
+    and the Driver reads a short code, not socket text. Listed in the allowlist, it is sent."""
+    async with DriverReceiver().running() as receiver:
+        async with runtime.unit_of_work() as session:
+            driver = await drivers.get_driver(session, "alice")
+            await drivers.set_event_url(session, driver, receiver.url)
+        await lucky(client, alice, 7)
+        production = replace(
+            runtime, outbound=guarded_client(policy_of("production", []), timeout=5)
+        )
+        async with runtime.db.snapshot() as session:
+            partition = (await session.scalars(select(Delivery.partition))).one()
+        try:
+            assert await deliveries.deliver_partition(production, partition) == 0
+        finally:
+            await production.outbound.aclose()
+        assert receiver.attempts == 0
+        [failed] = (await client.get("/api/internal/deliveries", headers=alice.headers)).json()
+        assert (failed["status"], failed["last_error"]) == ("pending", "url_not_allowed")
+
+        allowed = replace(
+            runtime,
+            outbound=guarded_client(
+                policy_of("production", [f"127.0.0.1:{receiver.port}"]), timeout=5
+            ),
+        )
+        async with runtime.unit_of_work() as session:
+            await drivers.set_event_url(session, driver, receiver.url)  # due again, at once
+        try:
+            assert await deliveries.deliver_partition(allowed, partition) == 1
+        finally:
+            await allowed.outbound.aclose()
+        assert len(receiver.delivered) == 1
+
+
+async def test_what_a_driver_reads_of_a_failed_attempt_is_a_short_code(
+    client: httpx.AsyncClient, alice: DriverKey, community: dict[str, Any], runtime: Runtime
+) -> None:
+    async with DriverReceiver().running() as receiver:
+        closed = receiver.url  # once the server is gone, the port refuses connections
+    async with runtime.unit_of_work() as session:
+        await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), closed)
+    await lucky(client, alice, 7)
+    async with runtime.db.snapshot() as session:
+        partition = (await session.scalars(select(Delivery.partition))).one()
+    assert await deliveries.deliver_partition(runtime, partition) == 0
+    [failed] = (await client.get("/api/internal/deliveries", headers=alice.headers)).json()
+    assert failed["last_error"] == "connect_error"
+
+
+async def test_an_event_url_must_be_an_http_url(runtime: Runtime, alice: DriverKey) -> None:
+    async with runtime.unit_of_work() as session:
+        with pytest.raises(BadRequest, match="http:// or https:// URL with a host"):
+            await drivers.create_driver(session, runtime.secrets, "x", event_url="not a url")
+        driver = await drivers.get_driver(session, "alice")
+        with pytest.raises(BadRequest, match="http:// or https:// URL with a host"):
+            await drivers.set_event_url(session, driver, "file:///etc/passwd")

@@ -90,9 +90,12 @@ async def test_bad_parameters_name_the_field_and_store_nothing(
     assert empty.json()["errors"][0]["loc"] == ["body", "options"]
     dupes = await start_vote(client, alice, options=["a", "a"])
     assert dupes.status_code == 422
-    bad_callback = await start_vote(client, alice, callback_url="not a url")
-    assert bad_callback.status_code == 422
-    assert bad_callback.json()["errors"][0]["loc"] == ["body", "callback_url"]
+    for url in ("not a url", "file:///etc/passwd", "gopher://127.0.0.1:6379/", "http://u:p@h/"):
+        bad_callback = await start_vote(client, alice, callback_url=url)
+        assert bad_callback.status_code == 422, url
+        error = bad_callback.json()["errors"][0]
+        assert error["loc"] == ["body", "callback_url"]
+        assert "http:// or https:// URL with a host" in error["msg"]
     assert await count_rows(runtime, "processes") == 0
 
 

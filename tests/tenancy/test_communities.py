@@ -151,3 +151,43 @@ async def test_unknown_fields_are_rejected(client: httpx.AsyncClient, alice: Dri
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "owner"]
+
+
+HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+async def test_put_with_a_platform_id_left_at_its_default(
+    client: httpx.AsyncClient, alice: DriverKey
+) -> None:
+    """The webhook plugin's platform id (``source_name``) has a default; listing the plugin
+    without it enables it, and listing it again re-configures the same instance."""
+    await make_community(client, alice, "coop")
+    body = {"plugins": [{"name": "webhook", "config": {"secret": HOOK_SECRET}}]}
+    first = await client.put("/api/internal/community/coop", json=body, headers=alice.headers)
+    assert first.status_code == 200, first.text
+    again = await client.put("/api/internal/community/coop", json=body, headers=alice.headers)
+    assert again.status_code == 200, again.text
+    assert [p["id"] for p in again.json()["plugins"]] == [p["id"] for p in first.json()["plugins"]]
+    assert again.json()["plugins"][0]["community_platform_id"] == "webhook"
+
+
+async def test_put_creates_a_community_that_does_not_exist(
+    client: httpx.AsyncClient, alice: DriverKey, bob: DriverKey, runtime: Runtime
+) -> None:
+    body = {"readable_name": "New", "plugins": [RANDOMNESS]}
+    created = await client.put("/api/internal/community/fresh", json=body, headers=alice.headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["slug"] == "fresh"
+    assert created.json()["readable_name"] == "New"
+    assert [p["name"] for p in created.json()["plugins"]] == ["randomness"]
+    same = await client.put("/api/internal/community/fresh", json=body, headers=alice.headers)
+    assert same.status_code == 200
+    assert same.json()["plugins"][0]["id"] == created.json()["plugins"][0]["id"]
+
+    # Another Driver's slug is taken, as on create, and stays as it was.
+    taken = await client.put("/api/internal/community/fresh", json={}, headers=bob.headers)
+    assert taken.status_code == 409
+    assert taken.json()["code"] == "slug_taken"
+    bad = await client.put("/api/internal/community/no%20spaces", json={}, headers=alice.headers)
+    assert bad.status_code == 422
+    assert await count_rows(runtime, "communities") == 1

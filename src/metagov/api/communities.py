@@ -10,7 +10,13 @@ from metagov.errors import ERROR_RESPONSES
 from metagov.instances.schemas import PluginOut
 from metagov.runtime import Runtime
 from metagov.tenancy import service
-from metagov.tenancy.schemas import CommunityCreate, CommunityOut, CommunityUpdate, PluginIn
+from metagov.tenancy.schemas import (
+    CommunityCreate,
+    CommunityOut,
+    CommunityUpdate,
+    PluginIn,
+    SlugPath,
+)
 
 router = APIRouter(
     prefix="/api/internal/community", tags=["communities"], responses=ERROR_RESPONSES
@@ -56,14 +62,20 @@ async def get_community(
     return await _out(runtime, await service.get_community(session, driver, slug))
 
 
-@router.put("/{slug}", operation_id="community.update")
+@router.put(
+    "/{slug}",
+    operation_id="community.update",
+    responses={201: {"model": CommunityOut, "description": "The community did not exist"}},
+)
 async def update_community(
-    slug: str,
+    slug: SlugPath,
     body: CommunityUpdate,
     runtime: RuntimeDep,
     driver: CurrentDriver,
+    response: Response,
 ) -> CommunityOut:
-    community, notices = await service.update_community(
+    """Update the community declaratively, or create it as described if it does not exist."""
+    community, notices, created = await service.put_community(
         runtime,
         driver,
         slug,
@@ -71,6 +83,8 @@ async def update_community(
         readable_name=body.readable_name,
         plugins=None if body.plugins is None else _pairs(body.plugins),
     )
+    if created:
+        response.status_code = status.HTTP_201_CREATED
     return await _out(runtime, community, notices)
 
 

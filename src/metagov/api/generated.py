@@ -198,11 +198,16 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
     )
 
     async def run(
-        runtime: Any, target: PluginTarget, community_platform_id: str | None, body: Any
+        runtime: Any,
+        target: PluginTarget,
+        community_platform_id: str | None,
+        body: Any,
+        *,
+        anonymous: bool = False,
     ) -> Any:
         community = target.community
         instance = instances.choose_instance(
-            target.instances, community.slug, spec.name, community_platform_id
+            target.instances, community.slug, spec.name, community_platform_id, anonymous=anonymous
         )
         params = action.input_model() if body is None else body.parameters
         result = await instances.perform_action(
@@ -242,7 +247,7 @@ def _action_routes(router: APIRouter, spec: PluginSpec, action: ActionSpec) -> N
         community_platform_id: PlatformIdQuery = None,
         body: Any = None,
     ) -> Any:
-        return await run(runtime, target, community_platform_id, body)
+        return await run(runtime, target, community_platform_id, body, anonymous=True)
 
 
 def _process_routes(router: APIRouter, spec: PluginSpec, pspec: ProcessSpec) -> None:

@@ -1,15 +1,20 @@
-"""ASGI middleware: a cap on request body size, and a guard against NUL characters, both
-enforced before any route reads the request."""
+"""ASGI middleware: rate limits, a cap on request body size, and a guard against NUL characters,
+all enforced before any route reads the request."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import time
 from urllib.parse import unquote_plus
 
+from limits import RateLimitItem
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from metagov.ratelimit import RateLimiter
 
 access_log = logging.getLogger("metagov.access")
 
@@ -141,7 +146,13 @@ async def _unprocessable(send: Send, where: str) -> None:
     await send_error(send, 422, detail, "nul_character")
 
 
-async def send_error(send: Send, status: int, detail: str, code: str) -> None:
+async def send_error(
+    send: Send,
+    status: int,
+    detail: str,
+    code: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """Answer with the gateway's JSON error body, from middleware that runs outside the app."""
     payload = json.dumps({"detail": detail, "code": code}).encode()
     await send(
@@ -151,6 +162,7 @@ async def send_error(send: Send, status: int, detail: str, code: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
             ],
         }
     )
@@ -192,3 +204,97 @@ class AccessLog:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },
             )
+
+
+class RateLimit:
+    """Answer 429 (``rate_limited``, with ``Retry-After``) past the configured limits: per Driver
+    API key on ``/api/internal/*``, per client address on the routes that take no key
+    (``/api/hooks/*``, ``/api/action/*``, ``/auth/*``), and per client address for failed Driver
+    authentications, which stop that address's ``/api/internal/*`` requests for the rest of the
+    window (key guessing). Health, metrics and docs are never limited. Refused requests are
+    answered before their body is read.
+
+    The client address is the connection's; behind a proxy, run the gateway with the proxy's
+    address in ``FORWARDED_ALLOW_IPS`` so that uvicorn takes it from ``X-Forwarded-For``.
+    """
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        limits = self.limiter.limits
+        if path.startswith("/api/internal/"):
+            await self._internal(scope, receive, send)
+            return
+        item: RateLimitItem | None = None
+        hooks = path.startswith("/api/hooks/")
+        if hooks:
+            item = limits.hooks
+        elif path.startswith(("/api/action/", "/auth/")):
+            item = limits.public
+        if item is not None:
+            kind = "h:" if hooks else "p:"
+            wait = await self.limiter.hit(item, kind + _address(scope), local=hooks)
+            if wait is not None:
+                await _refuse(send, wait)
+                return
+        await self.app(scope, receive, send)
+
+    async def _internal(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limits = self.limiter.limits
+        address = _address(scope)
+        if limits.auth_failures is not None:
+            wait = self.limiter.blocked("f:" + address)
+            if wait is not None:
+                await _refuse(send, wait, "too many failed authentications from this address")
+                return
+        key = _bearer(scope)
+        if limits.driver is not None and key is not None:
+            # Counted by the key's hash: Redis never holds a key.
+            digest = hashlib.sha256(key).hexdigest()[:32]
+            wait = await self.limiter.hit(limits.driver, "k:" + digest)
+            if wait is not None:
+                await _refuse(send, wait)
+                return
+        if limits.auth_failures is None:
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def watching_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watching_send)
+        if status == 401:
+            await self.limiter.failed(limits.auth_failures, "f:" + address)
+
+
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            return bytes(value)
+    return None
+
+
+async def _refuse(send: Send, wait: float, detail: str = "too many requests") -> None:
+    seconds = str(max(1, math.ceil(wait))).encode()
+    await send_error(
+        send,
+        429,
+        f"{detail}; retry after {seconds.decode()} s",
+        "rate_limited",
+        [(b"retry-after", seconds)],
+    )

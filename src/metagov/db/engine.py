@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -29,6 +29,27 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionFactory = async_sessionmaker[AsyncSession]
+# Every error the database layer raises, for the API's error handlers.
+DatabaseError = exc.SQLAlchemyError
+# What a lost or unreachable database raises (a dropped connection, a server restarting, a pool
+# that cannot hand out a connection in time, SQLite's lock timeout): the same request can succeed
+# a moment later. Constraint violations and statement errors are bugs, and are not among them.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database could not be reached, rather than that a statement
+    was wrong; after one, the pool replaces the connections it had (SQLAlchemy invalidates
+    them), so the next request gets a fresh one."""
+    if isinstance(error, UNAVAILABLE_ERRORS):
+        return True
+    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+
+
 # The session type, for code above the repositories that only passes sessions along.
 Session = AsyncSession
 # An execution option: this connection only reads (SQLite then begins a deferred transaction).

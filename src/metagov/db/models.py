@@ -126,6 +126,7 @@ class PluginInstance(Base):
     __tablename__ = "plugin_instances"
     __table_args__ = (
         UniqueConstraint("community_id", "name", "community_platform_id"),
+        UniqueConstraint("name", "platform_tenant"),
         {"sqlite_autoincrement": True},
     )
 
@@ -133,6 +134,10 @@ class PluginInstance(Base):
     community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
     community_platform_id: Mapped[str] = mapped_column(String(200), default="")
+    # For a plugin whose webhooks are platform-wide: its platform id again, which names the tenant
+    # (a Slack team) whose webhooks this instance receives. Unique per plugin across all
+    # communities and Drivers, so a tenant belongs to one instance; null for every other plugin.
+    platform_tenant: Mapped[str | None] = mapped_column(String(200), default=None)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     secrets: Mapped[str | None] = mapped_column(Text, default=None)
     state: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -155,7 +155,7 @@ _PLATFORM_TENANT = (
     select(PluginInstance.id)
     .where(
         PluginInstance.name == bindparam("plugin"),
-        PluginInstance.community_platform_id == bindparam("platform_id"),
+        PluginInstance.platform_tenant == bindparam("platform_id"),
     )
     .limit(1)
 )
@@ -227,9 +227,10 @@ _INSTANCES = select(PluginInstance, Community.slug).join(
     Community, Community.id == PluginInstance.community_id
 )
 _INSTANCE_BY_ID = _INSTANCES.where(PluginInstance.id == bindparam("instance_id"))
+# A tenant's webhooks reach the one instance that holds it (``platform_tenant`` is unique).
 _INSTANCES_OF_TENANT = _INSTANCES.where(
     PluginInstance.name == bindparam("plugin"),
-    PluginInstance.community_platform_id == bindparam("platform_id"),
+    PluginInstance.platform_tenant == bindparam("platform_id"),
 ).order_by(PluginInstance.id)
 
 

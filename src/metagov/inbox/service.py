@@ -97,7 +97,11 @@ async def _receive_for_instance(
             cache.put(key, targets)
         try:
             target = choose_instance(
-                targets, slug, spec.name, request.query.get("community_platform_id")
+                targets,
+                slug,
+                spec.name,
+                request.query.get("community_platform_id"),
+                anonymous=True,
             )
             config = load_config(runtime, spec, target)
             accepted = await spec.plugin.verify_webhook(request, config)

@@ -73,16 +73,50 @@ async def by_id(session: AsyncSession, instance_id: int) -> PluginInstance | Non
 
 
 async def add(session: AsyncSession, instance: PluginInstance) -> None:
-    """Insert ``instance``; a second instance with the same platform id is a 409."""
+    """Insert ``instance``; a second instance with the same platform id is a 409, and so is
+    one whose platform tenant another instance holds (``platform_tenant_taken``)."""
     session.add(instance)
+    await _flush_unique(session, instance)
+
+
+async def save_changes(session: AsyncSession, instance: PluginInstance) -> None:
+    """Write the changes made to ``instance``, under the same uniqueness rules as :func:`add`."""
+    await _flush_unique(session, instance)
+
+
+async def _flush_unique(session: AsyncSession, instance: PluginInstance) -> None:
     try:
         async with session.begin_nested():
             await session.flush()
     except IntegrityError:
+        tenant = instance.platform_tenant
+        if tenant is not None and await tenant_owner(session, instance.name, tenant) not in (
+            None,
+            instance.id,
+        ):
+            raise tenant_taken(instance.name, tenant) from None
         raise Conflict(
             f"plugin {instance.name!r} already has an instance with community_platform_id "
             f"{instance.community_platform_id!r} in this community"
         ) from None
+
+
+def tenant_taken(name: str, tenant: str) -> Conflict:
+    return Conflict(
+        f"{name} tenant {tenant!r} is already connected to another community; "
+        "a tenant's events can reach only one",
+        code="platform_tenant_taken",
+    )
+
+
+async def tenant_owner(session: AsyncSession, name: str, tenant: str) -> int | None:
+    """The id of the instance of plugin ``name`` that holds the platform tenant, if any."""
+    found: int | None = await session.scalar(
+        select(PluginInstance.id).where(
+            PluginInstance.name == name, PluginInstance.platform_tenant == tenant
+        )
+    )
+    return found
 
 
 async def lock(session: AsyncSession, instance: PluginInstance) -> PluginInstance:

@@ -22,11 +22,11 @@ from metagov.crypto import SecretBox
 from metagov.db.base import utcnow
 from metagov.db.engine import Session
 from metagov.db.models import Community, PluginInstance, ProcessStatus
-from metagov.errors import AmbiguousPlugin, Conflict, InvalidInput, NotFound
+from metagov.errors import AmbiguousPlugin, Conflict, FieldError, InvalidInput, NotFound
 from metagov.instances import repository
 from metagov.outbox import service as outbox
 from metagov.plugins.registry import ActionSpec, PluginSpec
-from metagov.plugins.sdk import CredentialsRejected, PluginContext, State
+from metagov.plugins.sdk import CredentialsRejected, PluginContext, State, WebhookScope
 from metagov.processes import lifecycle
 from metagov.processes import repository as processes
 from metagov.runtime import Runtime
@@ -77,6 +77,18 @@ def validate_config(
     if spec.community_platform_id_field:
         value = getattr(model, spec.community_platform_id_field)
         pid = "" if value is None else str(_reveal(value))
+        if value is not None and not pid.strip():
+            # The platform id names the instance (in hook URLs, in ``?community_platform_id=``);
+            # a blank one would stand for "no platform id" and clash with every other.
+            raise InvalidInput(
+                [
+                    FieldError(
+                        loc=[*loc, spec.community_platform_id_field],
+                        msg="must not be empty: it names the instance",
+                        type="string_too_short",
+                    )
+                ]
+            )
     return ValidatedConfig(model, public, secrets, pid)
 
 
@@ -96,6 +108,29 @@ def platform_id_of(spec: PluginSpec, raw: Mapping[str, Any]) -> str:
     else:
         value = spec.config_model.model_fields[name].get_default(call_default_factory=False)
     return "" if value is None or value is PydanticUndefined else str(_reveal(value))
+
+
+def platform_tenant_of(spec: PluginSpec, community_platform_id: str) -> str | None:
+    """The platform tenant an instance with this platform id claims: its platform id, for a
+    plugin whose webhooks are platform-wide (they are routed to the instance by it); None for
+    any other plugin."""
+    if spec.webhooks is WebhookScope.PLATFORM and community_platform_id:
+        return community_platform_id
+    return None
+
+
+async def check_tenant_free(
+    session: Session, spec: PluginSpec, community_platform_id: str, instance_id: int | None
+) -> None:
+    """409 ``platform_tenant_taken`` if another instance holds the tenant this platform id
+    names. Checked before a platform is called and again, under the unique constraint, when the
+    instance is saved."""
+    tenant = platform_tenant_of(spec, community_platform_id)
+    if tenant is None:
+        return
+    owner = await repository.tenant_owner(session, spec.name, tenant)
+    if owner is not None and owner != instance_id:
+        raise repository.tenant_taken(spec.name, tenant)
 
 
 def _reveal(value: Any) -> Any:
@@ -160,10 +195,17 @@ def load_config(runtime: Runtime, spec: PluginSpec, instance: InstanceLike) -> B
 
 
 def choose_instance(
-    found: Sequence[_Instance], slug: str, name: str, community_platform_id: str | None
+    found: Sequence[_Instance],
+    slug: str,
+    name: str,
+    community_platform_id: str | None,
+    *,
+    anonymous: bool = False,
 ) -> _Instance:
     """The one instance among ``found`` (a community's instances of plugin ``name``, by id) that
-    a request means: 404 if none, 409 listing the choices if several."""
+    a request means: 404 if none, 409 listing the choices if several. An ``anonymous`` caller
+    (a public route, a platform's webhook) is told how to choose but not the instances' ids,
+    which only their Driver may see."""
     if community_platform_id is not None:
         found = [i for i in found if i.community_platform_id == community_platform_id]
     if not found:
@@ -177,6 +219,12 @@ def choose_instance(
             code="plugin_not_enabled",
         )
     if len(found) > 1:
+        if anonymous:
+            raise AmbiguousPlugin(
+                f"plugin {name!r} has several instances in community {slug!r}; "
+                "pick one with the community_platform_id query parameter",
+                choices=None,
+            )
         raise AmbiguousPlugin(
             f"community {slug!r} has {len(found)} instances of plugin {name!r}; "
             "pick one with the community_platform_id query parameter",
@@ -217,7 +265,7 @@ def build_context(
         community_platform_id=instance.community_platform_id or None,
         config=config if config is not None else load_config(runtime, spec, instance),
         state=State(instance.state),
-        http=runtime.http,
+        http=runtime.outbound if spec.plugin.calls_configured_urls else runtime.http,
         settings=spec.plugin.settings,
         base_url=runtime.settings.base_url,
         secret_fields=spec.secret_fields,
@@ -425,6 +473,10 @@ async def prepare(
     plugin may check the config against its platform. Nothing is saved yet (see :func:`save`)."""
     stored = stored_secrets(runtime.secrets, existing) if existing is not None else None
     validated = validate_config(spec, raw_config, stored_secrets=stored, loc=loc)
+    async with runtime.db.snapshot() as session:
+        await check_tenant_free(
+            session, spec, validated.community_platform_id, existing.id if existing else None
+        )
     draft = PluginInstance(
         id=existing.id if existing is not None else None,
         community_id=existing.community_id if existing is not None else 0,
@@ -447,11 +499,15 @@ async def save(
     changed its config since it was read (409 otherwise); then save what ``initialize`` did."""
     validated = prepared.validated
     secrets = runtime.secrets.encrypt(validated.secrets) if validated.secrets else None
+    tenant = platform_tenant_of(prepared.spec, validated.community_platform_id)
+    existing_id = prepared.existing.id if prepared.existing is not None else None
+    await check_tenant_free(session, prepared.spec, validated.community_platform_id, existing_id)
     if prepared.existing is None:
         instance = PluginInstance(
             community_id=community.id,
             name=prepared.spec.name,
             community_platform_id=validated.community_platform_id,
+            platform_tenant=tenant,
             config=validated.public,
             secrets=secrets,
             state={},
@@ -482,11 +538,12 @@ async def save(
         instance.config = validated.public
         instance.secrets = secrets
         instance.community_platform_id = validated.community_platform_id
+        instance.platform_tenant = tenant
         instance.config_version += 1
         instance.updated_at = utcnow()
         if prepared.credentials_expire_at is not None:
             instance.credentials_expire_at = prepared.credentials_expire_at
-        await session.flush()
+        await repository.save_changes(session, instance)
         created = False
     await save_effects(session, runtime, instance, prepared.ctx)
     return Enabled(instance, created, prepared.notices)

@@ -1,11 +1,17 @@
 """Installing plugins through OAuth: the flow every OAuth platform (Slack first) goes through.
 
-The browser goes Driver → ``/auth/{plugin}/authorize`` → platform → ``/auth/{plugin}/callback``
-→ Driver. Between the two legs, everything the callback needs (community, Driver redirect URI,
-the Driver's own ``state``) travels inside our ``state`` parameter, HMAC-signed with a key derived
-from the secret keys, with a 128-bit random nonce and a 10-minute expiry. No token ever goes into a
-URL: the credentials are stored encrypted, and the Driver is only told the community (and, after
-a user's login, the user's platform id and the MetagovID their account is now linked to).
+A Driver asks for an install URL (``POST /api/internal/oauth/{plugin}/authorize``, with its key and
+the community); the browser then goes install URL (``/auth/{plugin}/authorize?install=…``) →
+platform → ``/auth/{plugin}/callback`` → Driver. The install URL carries a token the gateway
+signed for that Driver's community: it expires after a few minutes and works once, so nobody
+can start an install into a community that is not theirs by knowing its slug.
+
+Between the two legs at the platform, everything the callback needs (community, Driver redirect
+URI, the Driver's own ``state``) travels inside our ``state`` parameter, HMAC-signed with a key
+derived from the secret keys, with a 128-bit random nonce and a 10-minute expiry. No token ever
+goes into a URL: the credentials are stored encrypted, and the Driver is only told the community
+(and, after a user's login, the user's platform id and the MetagovID their account is now linked
+to).
 """
 
 from __future__ import annotations
@@ -33,11 +39,20 @@ from metagov.runtime import Runtime
 from metagov.tenancy import repository as tenancy
 
 STATE_TTL_SECONDS = 600
+# An install URL is handed from the Driver to a browser right away: a few minutes is plenty.
+INSTALL_TTL_SECONDS = 300
 KINDS = ("app", "user")
+# What each signed token is for: an install URL is no platform state, nor the reverse.
+_STATE = b"metagov-oauth-state:"
+_INSTALL = b"metagov-oauth-install:"
 
 
 class InvalidState(BadRequest):
     code = "invalid_state"
+
+
+class InvalidInstall(BadRequest):
+    code = "invalid_install"
 
 
 @dataclass(frozen=True)
@@ -53,9 +68,9 @@ class FlowState:
     metagov_id: str | None = None
 
 
-def _key(runtime: Runtime) -> bytes:
+def _key(runtime: Runtime, purpose: bytes = _STATE) -> bytes:
     first = runtime.settings.secret_keys[0].get_secret_value()
-    return hashlib.sha256(b"metagov-oauth-state:" + first.encode()).digest()
+    return hashlib.sha256(purpose + first.encode()).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -66,26 +81,36 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def sign_state(runtime: Runtime, state: FlowState) -> str:
+def sign_state(runtime: Runtime, state: FlowState, purpose: bytes = _STATE) -> str:
     payload = _b64(json.dumps(state.__dict__, separators=(",", ":")).encode())
-    mac = _b64(hmac.new(_key(runtime), payload.encode(), hashlib.sha256).digest())
+    mac = _b64(hmac.new(_key(runtime, purpose), payload.encode(), hashlib.sha256).digest())
     return f"{payload}.{mac}"
 
 
-def read_state(runtime: Runtime, token: str, plugin: str, now: float | None = None) -> FlowState:
-    """Check the signature, the plugin and the expiry of a ``state`` we issued."""
+def read_state(
+    runtime: Runtime,
+    token: str,
+    plugin: str,
+    now: float | None = None,
+    *,
+    purpose: bytes = _STATE,
+    error: type[BadRequest] = InvalidState,
+) -> FlowState:
+    """Check the signature, the plugin and the expiry of a ``state`` (or an install token) we
+    issued."""
+    what = "OAuth state" if purpose == _STATE else "install URL"
     payload, _, mac = token.partition(".")
-    expected = _b64(hmac.new(_key(runtime), payload.encode(), hashlib.sha256).digest())
+    expected = _b64(hmac.new(_key(runtime, purpose), payload.encode(), hashlib.sha256).digest())
     if not mac or not hmac.compare_digest(mac, expected):
-        raise InvalidState("the OAuth state is not one this gateway issued")
+        raise error(f"the {what} is not one this gateway issued")
     try:
         state = FlowState(**json.loads(_unb64(payload)))
     except (ValueError, TypeError):
-        raise InvalidState("the OAuth state is malformed") from None
+        raise error(f"the {what} is malformed") from None
     if state.plugin != plugin:
-        raise InvalidState("the OAuth state belongs to another plugin")
+        raise error(f"the {what} belongs to another plugin")
     if state.expires < (time.time() if now is None else now):
-        raise InvalidState("the OAuth state has expired; start the install again")
+        raise error(f"the {what} has expired; start the install again")
     return state
 
 
@@ -113,41 +138,88 @@ def oauth_spec(runtime: Runtime, plugin: str) -> PluginSpec:
     return spec
 
 
-async def authorize(
+@dataclass(frozen=True)
+class InstallUrl:
+    url: str
+    expires_at: datetime
+
+
+async def install_url(
     runtime: Runtime,
     plugin: str,
+    community: Community,
     *,
     kind: str,
-    community: str,
     redirect_uri: str,
     driver_state: str | None,
     metagov_id: str | None = None,
-) -> str:
-    """The platform URL to send the browser to."""
-    spec = oauth_spec(runtime, plugin)
+) -> InstallUrl:
+    """A short-lived, single-use URL that starts installing ``plugin`` into the Driver's
+    ``community`` (or logging a user in, ``kind="user"``) in a browser. The Driver's key
+    authorized the request; the URL carries that authorization, signed."""
+    oauth_spec(runtime, plugin)
     if kind not in KINDS:
         raise BadRequest(f"type must be one of {', '.join(KINDS)}", code="bad_type")
     if metagov_id is not None and kind != "user":
         raise BadRequest("metagov_id applies to type=user logins only")
     check_redirect(runtime, redirect_uri)
-    async with runtime.db.snapshot() as session:
-        found = await tenancy.community_by_slug(session, community)
-        if found is None:
-            raise NotFound(f"community {community!r} not found", code="unknown_community")
-        if metagov_id is not None:
-            await identity.require_id(session, found, metagov_id)
-    state = FlowState(
+    if metagov_id is not None:
+        async with runtime.db.snapshot() as session:
+            await identity.require_id(session, community, metagov_id)
+    expires = int(time.time()) + INSTALL_TTL_SECONDS
+    grant = FlowState(
         plugin=plugin,
         kind=kind,
-        community=community,
+        community=community.slug,
         redirect_uri=redirect_uri,
         driver_state=driver_state,
         nonce=secrets.token_hex(16),
-        expires=int(time.time()) + STATE_TTL_SECONDS,
+        expires=expires,
         metagov_id=metagov_id,
     )
+    token = sign_state(runtime, grant, _INSTALL)
+    base = runtime.settings.base_url.rstrip("/")
+    return InstallUrl(
+        f"{base}/auth/{plugin}/authorize?{urlencode({'install': token})}",
+        datetime.fromtimestamp(expires, UTC),
+    )
+
+
+async def authorize(runtime: Runtime, plugin: str, install_token: str | None) -> str:
+    """The platform URL to send the browser to, for an install URL a Driver obtained; the URL
+    is spent on the way."""
+    spec = oauth_spec(runtime, plugin)
+    if not install_token:
+        raise InvalidInstall(
+            f"installs start from a URL the Driver obtains with POST "
+            f"/api/internal/oauth/{plugin}/authorize; this one carries none",
+            code="install_url_required",
+        )
+    grant = read_state(runtime, install_token, plugin, purpose=_INSTALL, error=InvalidInstall)
+    async with runtime.unit_of_work() as session:
+        fresh = await repository.use_state(
+            session, "i" + grant.nonce, datetime.fromtimestamp(grant.expires, UTC), utcnow()
+        )
+    if not fresh:
+        raise InvalidInstall("this install URL was already used; ask the Driver for a new one")
+    async with runtime.db.snapshot() as session:
+        exists = await tenancy.slug_taken(session, grant.community)
+    if not exists:
+        raise NotFound(f"community {grant.community!r} not found", code="unknown_community")
+    state = FlowState(
+        plugin=plugin,
+        kind=grant.kind,
+        community=grant.community,
+        redirect_uri=grant.redirect_uri,
+        driver_state=grant.driver_state,
+        nonce=secrets.token_hex(16),
+        expires=int(time.time()) + STATE_TTL_SECONDS,
+        metagov_id=grant.metagov_id,
+    )
     return spec.plugin.oauth_authorize_url(
-        kind=kind, redirect_uri=callback_url(runtime, plugin), state=sign_state(runtime, state)
+        kind=grant.kind,
+        redirect_uri=callback_url(runtime, plugin),
+        state=sign_state(runtime, state),
     )
 
 
@@ -220,16 +292,22 @@ async def _finish(
             session, spec.name, pid, community_id=community.id, here=False
         )
     if elsewhere:
+        await spec.plugin.oauth_revoke(install, runtime.http)
         raise OAuthError(
             "already_installed", "This workspace is already installed in another community"
         )
-    await instances.enable_plugin(
-        runtime,
-        community,
-        spec,
-        install.config,
-        credentials_expire_at=install.credentials_expire_at,
-    )
+    try:
+        await instances.enable_plugin(
+            runtime,
+            community,
+            spec,
+            install.config,
+            credentials_expire_at=install.credentials_expire_at,
+        )
+    except MetagovError as exc:
+        if exc.code == "platform_tenant_taken":  # claimed meanwhile: give the grant back too
+            await spec.plugin.oauth_revoke(install, runtime.http)
+        raise
     return back_to_driver(state, community=community.slug)
 
 

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from metagov import metrics, signing
+from metagov import metrics, outbound, signing
 from metagov.db.base import utcnow
 from metagov.db.models import DeliveryStatus, DeliveryTarget, Event
 from metagov.jobs.queue import Job, send_doorbells
@@ -140,7 +140,7 @@ async def attempt(runtime: Runtime, claim: Claim, *, claim_next: bool = False) -
     error: str | None = None
     metrics.DELIVERIES_ATTEMPTED.inc()
     try:
-        response = await runtime.http.post(
+        response = await runtime.outbound.post(
             claim.url,
             content=claim.body,
             headers=headers,
@@ -149,14 +149,21 @@ async def attempt(runtime: Runtime, claim: Claim, *, claim_next: bool = False) -
         status = response.status_code
         wait = retry_after(response.headers.get("retry-after"))
         if not 200 <= status < 300:
-            error = f"HTTP {status}"
+            error = f"HTTP {status}"  # the status only: the Driver's body is not kept
     except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+        # A short code, never the socket's words: the Driver reads ``last_error``, and refused
+        # or failed connections must not tell it what the gateway's network looks like.
+        error = outbound.error_code(exc)
     # A failed attempt is worth a line at INFO; a delivered one is in the database already.
     log.log(
         logging.INFO if error else logging.DEBUG,
         "delivery attempt",
-        extra={"delivery_id": claim.delivery_id, "webhook_id": claim.msg_id, "status": status},
+        extra={
+            "delivery_id": claim.delivery_id,
+            "webhook_id": claim.msg_id,
+            "status": status,
+            "error": error,
+        },
     )
     return await record_result(runtime, claim, status, error, wait, claim_next=claim_next)
 

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Text,
     Update,
     bindparam,
-    cast,
     exists,
     func,
     insert,
@@ -51,16 +50,20 @@ PENDING = DeliveryStatus.PENDING.value
 AttemptRow = Row[Any]
 
 
-def partition_of(community_id: int, url: str) -> str:
-    """Deliveries to one endpoint about one community keep their order within this key."""
-    return hashlib.sha256(f"{community_id}|{url}".encode()).hexdigest()[:32]
+# The endpoint key of a community's deliveries to its Driver's event URL. It names the Driver's
+# endpoint, not its URL: when the Driver moves its URL, the deliveries waiting for it move along
+# and keep their place in the order. (It is not a URL, so no callback URL can share it.)
+DRIVER_ENDPOINT = "driver:"
 
 
-def _sql_partition(community_id: ColumnElement[int], url: ColumnElement[str]) -> ColumnElement[str]:
-    """:func:`partition_of` computed by PostgreSQL, to the same hex digits."""
-    key = func.concat(cast(community_id, Text), "|", url)
-    digest = func.encode(func.sha256(func.convert_to(key, "UTF8")), "hex")
-    return func.substr(digest, 1, 32)
+def partition_of(community_id: int, endpoint: str) -> str:
+    """Deliveries to one endpoint about one community keep their order within this key. The
+    endpoint is :data:`DRIVER_ENDPOINT` for the Driver's event URL, or a callback URL."""
+    return hashlib.sha256(f"{community_id}|{endpoint}".encode()).hexdigest()[:32]
+
+
+def endpoint_of(target: DeliveryTarget, url: str) -> str:
+    return DRIVER_ENDPOINT if target is DeliveryTarget.DRIVER else url
 
 
 # --- recording events -------------------------------------------------------------------------
@@ -170,7 +173,7 @@ def _record_statement() -> Select[Any]:
         "to_driver",
         DeliveryTarget.DRIVER,
         numbered.c.event_url,
-        _sql_partition(community_id, numbered.c.event_url),
+        bindparam("driver_partition_key", type_=Text()),
         numbered.c.event_url.is_not(None),
         numbered.c.event_url != "",
         every_type == "null",
@@ -217,7 +220,7 @@ def _delivery_row(
         "driver_id": driver_id,
         "target": target.value,
         "url": url,
-        "partition": partition_of(community_id, url),
+        "partition": partition_of(community_id, endpoint_of(target, url)),
         "seq": seq,
         "status": PENDING,
         "attempts": 0,
@@ -259,6 +262,7 @@ async def _record_in_one(
         "now": now,
         "callback_url": callback_url,
         "callback_partition": callback_partition,
+        "driver_partition_key": partition_of(community_id, DRIVER_ENDPOINT),
     }
     row = (await conn.execute(_RECORD, params)).one()
     made = []
@@ -550,6 +554,22 @@ async def deliveries_to_replay(
         if since is not None:
             query = query.where(Delivery.created_at >= since)
     return list((await session.scalars(query.order_by(Delivery.seq))).all())
+
+
+async def follow_event_url(session: AsyncSession, driver_id: int, url: str, now: datetime) -> None:
+    """Point the Driver's pending deliveries at its new event URL, due now and with a fresh
+    retry schedule (their failures were the old URL's). Their partitions, and so their order
+    and their ``webhook-id``, stay as they were; an attempt in flight finishes where it went."""
+    await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.driver_id == driver_id,
+            Delivery.target == DeliveryTarget.DRIVER.value,
+            Delivery.status == PENDING,
+        )
+        .values(url=url, next_attempt_at=now, attempts=0)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def pending_partitions_of_driver(session: AsyncSession, driver_id: int) -> Sequence[str]:

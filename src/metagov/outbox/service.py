@@ -193,6 +193,14 @@ async def replay(
     return found
 
 
+async def follow_event_url(session: Session, driver: Driver) -> None:
+    """After the Driver's event URL changed: its pending deliveries go to the new URL, at once
+    and in their order (see :func:`repository.follow_event_url`)."""
+    if driver.event_url:
+        await repository.follow_event_url(session, driver.id, driver.event_url, utcnow())
+    await enable_endpoint(session, driver)
+
+
 async def enable_endpoint(session: Session, driver: Driver) -> None:
     """Re-enable a Driver endpoint disabled by a 410; its waiting deliveries go out again."""
     driver.endpoint_disabled_at = None

@@ -540,6 +540,10 @@ class Plugin(Generic[ConfigT]):
     webhooks: ClassVar[WebhookScope | None] = None
     webhook_secret_params: ClassVar[frozenset[str]] = frozenset()
     settings_model: ClassVar[type[BaseModel] | None] = None
+    # Set when the config names a URL the plugin calls (a self-hosted server): ``ctx.http`` is
+    # then the guarded client, which connects only to public addresses (or to those the
+    # operator allows), since a community chose where it goes.
+    calls_configured_urls: ClassVar[bool] = False
     credentials_refresh_margin: ClassVar[timedelta] = timedelta(minutes=5)
     settings: Any = None  # an instance of settings_model, set by the registry
 
@@ -564,6 +568,12 @@ class Plugin(Generic[ConfigT]):
         holds every query parameter of the callback (``installation_id``, ``guild_id``…).
         Raise :class:`OAuthError` to refuse."""
         raise NotImplementedError
+
+    async def oauth_revoke(self, install: OAuthInstall, http: httpx.AsyncClient) -> None:
+        """Give back the credentials of an install the gateway refused after the exchange (the
+        tenant is already installed elsewhere), so that nothing is left granted on the
+        platform. Best effort: errors are the plugin's to swallow. By default nothing is done."""
+        return None
 
     async def refresh_credentials(self, ctx: PluginContext[ConfigT]) -> None:
         """Renew the instance's credentials with ``ctx.update_secrets``."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, Field
 
 from metagov.db.models import Process
+from metagov.outbound import MAX_URL_LENGTH, check_url
 
 ProcessStatusName = Literal["created", "pending", "completed", "failed", "cancelled"]
 
@@ -53,6 +54,9 @@ class ProcessRecord(BaseModel):
 class ProcessStart(BaseModel):
     """Fields every process start accepts besides the process's own parameters."""
 
-    callback_url: HttpUrl | None = Field(
-        None, description="Also notified when the process's outcome or status changes"
+    callback_url: Annotated[str, AfterValidator(check_url)] | None = Field(
+        None,
+        max_length=MAX_URL_LENGTH,
+        description="Also notified when the process's outcome or status changes: an http(s) "
+        "URL, reached only at a public address (or one METAGOV_OUTBOUND_ALLOWLIST names)",
     )

@@ -6,13 +6,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from fastapi import Path
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from metagov.instances.schemas import PluginOut
 
-Slug = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", min_length=1, max_length=64)
-]
+SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, min_length=1, max_length=64)]
+# A slug in a URL path that may create the community it names (``PUT``): held to the same rule.
+SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN, min_length=1, max_length=64)]
 
 
 class Strict(BaseModel):

@@ -21,8 +21,9 @@ from metagov.crypto import SecretBox
 from metagov.db.base import utcnow
 from metagov.db.engine import Session
 from metagov.db.models import Community, Driver, PluginInstance
-from metagov.errors import Conflict, FieldError, InvalidInput, NotFound
+from metagov.errors import BadRequest, Conflict, FieldError, InvalidInput, NotFound
 from metagov.instances import service as instances
+from metagov.outbound import check_url
 from metagov.outbox import service as outbox
 from metagov.runtime import Runtime
 from metagov.tenancy import repository
@@ -63,6 +64,9 @@ async def create_driver(
     api_key: str | None = None,
 ) -> NewDriver:
     """Create a Driver with a new API key and a new signing secret for its events."""
+    if not name.strip():
+        raise BadRequest("a Driver's name must not be empty", code="invalid_name")
+    _check_event_url(event_url)
     key = api_key or generate_api_key()
     secret = signing.generate_secret()
     driver = Driver(
@@ -96,10 +100,20 @@ async def rotate_webhook_secret(
 
 
 async def set_event_url(session: Session, driver: Driver, event_url: str | None) -> None:
-    """Change where the Driver receives events; an endpoint disabled by a 410 is enabled again
-    and its waiting deliveries go out."""
+    """Change where the Driver receives events; an endpoint disabled by a 410 is enabled again,
+    and the deliveries waiting for the Driver go to the new URL."""
+    _check_event_url(event_url)
     driver.event_url = event_url
-    await outbox.enable_endpoint(session, driver)
+    await outbox.follow_event_url(session, driver)
+
+
+def _check_event_url(url: str | None) -> None:
+    if url is None:
+        return
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise BadRequest(f"the event URL {exc}", code="invalid_url") from None
 
 
 async def list_drivers(session: Session) -> Sequence[Driver]:
@@ -139,8 +153,8 @@ async def ensure_env_driver(
     else:
         driver.api_key_hash = hash_api_key(api_key)
         driver.revoked_at = None
-        if event_url is not None:
-            driver.event_url = event_url
+        if event_url is not None and event_url != driver.event_url:
+            await set_event_url(session, driver, event_url)
     if webhook_secret is not None:
         driver.webhook_secret = box.encrypt_text(webhook_secret)
     await session.flush()
@@ -271,7 +285,9 @@ async def update_community(
     """Declarative update of the Driver's community ``current_slug``: the listed plugins are
     enabled or re-configured (keeping their state and processes); enabled plugins that are not
     listed are disabled. Returns the community and the notices the listed plugins left for the
-    Driver, by instance id."""
+    Driver, by instance id.
+
+    A community that does not exist yet is created as described (see :func:`put_community`)."""
     async with runtime.db.snapshot() as session:
         community = await get_community(session, driver, current_slug)
         existing = await instances.list_instances(session, community.id)
@@ -297,6 +313,36 @@ async def update_community(
                 if instance.id not in notices:
                     await instances.disable_instance(session, instance)
     return current, notices
+
+
+async def put_community(
+    runtime: Runtime,
+    driver: Driver,
+    slug: str,
+    *,
+    new_slug: str | None,
+    readable_name: str | None,
+    plugins: PluginList | None,
+) -> tuple[Community, Notices, bool]:
+    """``PUT`` a community: update the Driver's community ``slug`` declaratively, or create it
+    when no community has that slug, so a Driver can describe its communities and let the
+    gateway converge. Returns the community, its notices, and whether it was created. A slug
+    another Driver holds is a 409, as on create."""
+    async with runtime.db.snapshot() as session:
+        mine = await repository.community_of(session, driver.id, slug)
+    if mine is None:
+        community, notices = await create_community(
+            runtime,
+            driver,
+            slug=new_slug or slug,
+            readable_name=readable_name or "",
+            plugins=plugins or [],
+        )
+        return community, notices, True
+    community, notices = await update_community(
+        runtime, driver, slug, new_slug=new_slug, readable_name=readable_name, plugins=plugins
+    )
+    return community, notices, False
 
 
 async def delete_community(session: Session, community: Community) -> None:

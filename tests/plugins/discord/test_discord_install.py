@@ -28,9 +28,12 @@ from tests.plugins.discord.support import (
 USER_TOKEN = "6qrZcUqja7812RVdnEKjpzOL4CvHBFG"
 
 
-async def authorize(gw: TestGateway, kind: str = "app") -> dict[str, list[str]]:
-    query = {"community": "commons", "redirect_uri": DONE, "state": "driver-state-1", "type": kind}
-    answer = await gw.client.get(f"/auth/discord/authorize?{urlencode(query)}")
+async def authorize(
+    gw: TestGateway, driver: DriverCredentials, kind: str = "app"
+) -> dict[str, list[str]]:
+    answer = await gw.start_install(
+        driver, "discord", "commons", redirect_uri=DONE, state="driver-state-1", kind=kind
+    )
     assert answer.status_code == 302, answer.text
     location = urlsplit(answer.headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == AUTHORIZE
@@ -69,7 +72,7 @@ async def discord_instances(gw: TestGateway, driver: DriverCredentials) -> list[
 async def test_install_adds_the_server_the_callback_names(
     gw: TestGateway, driver: DriverCredentials, api: respx.MockRouter
 ) -> None:
-    query = await authorize(gw)
+    query = await authorize(gw, driver)
     assert query["client_id"] == [APPLICATION]
     assert query["scope"] == ["bot applications.commands"]
     assert query["permissions"] == ["85056"]
@@ -107,7 +110,7 @@ async def test_install_adds_the_server_the_callback_names(
     # require the code grant): the callback's guild_id names it; the same instance is updated.
     exchanged.respond(200, json=token_response(None))
     guild.respond(200, json=guild_object(name="Renamed"))
-    query = await authorize(gw)
+    query = await authorize(gw, driver)
     back = await callback(gw, query["state"][0], code="second-code", guild_id=GUILD)
     assert back == {"community": ["commons"], "state": ["driver-state-1"]}
     [again] = await discord_instances(gw, driver)
@@ -147,7 +150,7 @@ async def test_install_errors_go_back_to_the_driver(
     for error, params, answer in cases:
         if answer is not None:
             token.mock(return_value=answer)
-        query = await authorize(gw)
+        query = await authorize(gw, driver)
         back = await callback(gw, query["state"][0], **params)
         assert back["error"] == [error], back
         assert back["error_description"][0]
@@ -158,7 +161,7 @@ async def test_install_errors_go_back_to_the_driver(
 async def test_user_login_returns_the_discord_user_id(
     gw: TestGateway, installed: DriverCredentials, api: respx.MockRouter
 ) -> None:
-    query = await authorize(gw, "user")
+    query = await authorize(gw, installed, "user")
     assert query["scope"] == ["identify"]
     assert "permissions" not in query
     api.post(f"{API}/oauth2/token").respond(

@@ -33,10 +33,11 @@ from tests.plugins.github.fake import (
 USER_TOKEN = "ghu_16C7e42F292c6912E7710c838347Ae178B4a"
 
 
-async def start_install(gateway: TestGateway, kind: str = "app") -> str:
+async def start_install(gateway: TestGateway, driver: DriverCredentials, kind: str = "app") -> str:
     """Begin an install as the Driver would; returns the state GitHub will send back."""
-    query = {"type": kind, "community": "commons", "redirect_uri": DONE, "state": "driver-state"}
-    response = await gateway.client.get(f"/auth/github/authorize?{urlencode(query)}")
+    response = await gateway.start_install(
+        driver, "github", "commons", redirect_uri=DONE, state="driver-state", kind=kind
+    )
     assert response.status_code == 302, response.text
     location = urlsplit(response.headers["location"])
     if kind == "app":
@@ -92,7 +93,7 @@ async def test_install_round_trip(
     gateway: TestGateway, driver: DriverCredentials, github: FakeGitHub
 ) -> None:
     await gateway.create_community(driver, "commons")
-    state = await start_install(gateway)
+    state = await start_install(gateway, driver)
     exchanged, listed = mock_user_authorization(github, installation_json())
 
     back = await come_back(
@@ -142,7 +143,7 @@ async def test_a_spoofed_installation_id_is_refused(
     gateway: TestGateway, driver: DriverCredentials, github: FakeGitHub
 ) -> None:
     await gateway.create_community(driver, "commons")
-    state = await start_install(gateway)
+    state = await start_install(gateway, driver)
     mock_user_authorization(github, installation_json(installation_id=1111, account="mine"))
 
     back = await come_back(
@@ -167,7 +168,7 @@ async def test_installs_that_cannot_finish_go_back_to_the_driver(
         ({"error": "access_denied"}, "access_denied"),
     ]
     for params, error in cases:
-        state = await start_install(gateway)
+        state = await start_install(gateway, driver)
 
         back = await come_back(gateway, **params, state=state)
 
@@ -182,7 +183,7 @@ async def test_without_client_credentials_the_installation_is_read_as_the_app(
     gateway: TestGateway, driver: DriverCredentials, github: FakeGitHub
 ) -> None:
     await gateway.create_community(driver, "commons")
-    state = await start_install(gateway)
+    state = await start_install(gateway, driver)
 
     back = await come_back(
         gateway, installation_id=str(INSTALLATION), setup_action="install", state=state
@@ -193,10 +194,7 @@ async def test_without_client_credentials_the_installation_is_read_as_the_app(
     [github_plugin] = await plugins_of(gateway, driver)
     assert github_plugin["config"]["owner"] == OWNER
     # No client id: users cannot log in.
-    login = await gateway.client.get(
-        "/auth/github/authorize?"
-        + urlencode({"type": "user", "community": "commons", "redirect_uri": DONE})
-    )
+    login = await gateway.start_install(driver, "github", "commons", redirect_uri=DONE, kind="user")
     assert login.status_code == 400
     assert login.json()["code"] == "github_not_configured"
 
@@ -204,7 +202,7 @@ async def test_without_client_credentials_the_installation_is_read_as_the_app(
 async def test_a_user_logs_in(
     gateway: TestGateway, driver: DriverCredentials, github: FakeGitHub, installed: dict[str, Any]
 ) -> None:
-    state = await start_install(gateway, kind="user")
+    state = await start_install(gateway, driver, kind="user")
     exchanged, _ = mock_user_authorization(github)
     me = github.router.get(f"{API}/user").respond(json=user("octocat", 583231))
 

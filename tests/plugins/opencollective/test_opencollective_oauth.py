@@ -44,9 +44,10 @@ def logged_in(*slugs: str) -> dict[str, Any]:
     }
 
 
-async def authorize(gateway: TestGateway, kind: str = "app") -> str:
-    query = {"community": "commons", "redirect_uri": DONE, "state": "driver-state-1", "type": kind}
-    response = await gateway.client.get(f"/auth/opencollective/authorize?{urlencode(query)}")
+async def authorize(gateway: TestGateway, driver: DriverCredentials, kind: str = "app") -> str:
+    response = await gateway.start_install(
+        driver, "opencollective", "commons", redirect_uri=DONE, state="driver-state-1", kind=kind
+    )
     assert response.status_code == 302, response.text
     location = urlsplit(response.headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == f"{WEBSITE}/oauth/authorize"
@@ -72,7 +73,7 @@ async def callback(gateway: TestGateway, state: str) -> dict[str, list[str]]:
 async def test_install_by_the_admin_of_one_collective(
     gateway: TestGateway, driver: DriverCredentials, oc: FakeOpenCollective
 ) -> None:
-    state = await authorize(gateway)
+    state = await authorize(gateway, driver)
     oc.token.respond(
         200,
         json={
@@ -111,7 +112,7 @@ async def test_install_needs_exactly_one_administered_collective(
     oc: FakeOpenCollective,
     admin_of: tuple[str, ...],
 ) -> None:
-    state = await authorize(gateway)
+    state = await authorize(gateway, driver)
     oc.token.respond(200, json={"access_token": OAUTH_TOKEN, "token_type": "Bearer"})
     oc.on("LoggedInAccount", logged_in(*admin_of))
 
@@ -127,7 +128,7 @@ async def test_install_needs_exactly_one_administered_collective(
 async def test_a_refused_code_goes_back_to_the_driver(
     gateway: TestGateway, driver: DriverCredentials, oc: FakeOpenCollective
 ) -> None:
-    state = await authorize(gateway)
+    state = await authorize(gateway, driver)
     oc.token.respond(400, json={"error": "invalid_grant", "error_description": "Invalid code"})
 
     back = await callback(gateway, state)
@@ -140,7 +141,7 @@ async def test_user_login_names_the_account(
     gateway: TestGateway, driver: DriverCredentials, oc: FakeOpenCollective
 ) -> None:
     assert (await enable(gateway, driver)).status_code == 201
-    state = await authorize(gateway, kind="user")
+    state = await authorize(gateway, driver, kind="user")
     oc.token.respond(200, json={"access_token": OAUTH_TOKEN})
     oc.on("LoggedInAccount", logged_in("metagov", "another-collective"))
 

@@ -24,6 +24,7 @@ from metagov.plugins.slack import SlackPlugin
 from metagov.plugins.slack.schemas import SlackSettings
 from metagov.runtime import Runtime
 from metagov.tenancy import service as drivers
+from metagov.testing import start_install
 from tests.conftest import (
     RANDOMNESS,
     DriverKey,
@@ -100,8 +101,18 @@ async def alice(runtime: Runtime, client: httpx.AsyncClient) -> DriverKey:
     return driver
 
 
+def mock_auth_test(respx_mock: respx.MockRouter, team: str = TEAM) -> respx.Route:
+    """Slack's answer to ``auth.test`` for a bot token of ``team``."""
+    return respx_mock.post(f"{API}/auth.test").respond(
+        json={"ok": True, "team_id": team, "team": "Softball", "user_id": "UBOT", "bot_id": "B1"}
+    )
+
+
 @pytest.fixture
-async def installed(client: httpx.AsyncClient, alice: DriverKey) -> dict[str, Any]:
+async def installed(
+    client: httpx.AsyncClient, alice: DriverKey, respx_mock: respx.MockRouter
+) -> dict[str, Any]:
+    mock_auth_test(respx_mock)
     response = await client.post(
         "/api/internal/plugin/slack", json=SLACK_CONFIG, headers=alice.to("commons")
     )
@@ -178,9 +189,21 @@ async def settle(runtime: Runtime) -> None:
 # --- OAuth -----------------------------------------------------------------------------------
 
 
-async def authorize(client: httpx.AsyncClient, **params: str) -> httpx.Response:
-    query = {"community": "commons", "redirect_uri": DONE, "state": "driver-state-1", **params}
-    return await client.get(f"/auth/slack/authorize?{urlencode(query)}")
+async def authorize(
+    client: httpx.AsyncClient,
+    driver: DriverKey,
+    community: str = "commons",
+    redirect_uri: str = DONE,
+    kind: str = "app",
+) -> httpx.Response:
+    return await start_install(
+        client,
+        driver.to(community),
+        "slack",
+        redirect_uri=redirect_uri,
+        state="driver-state-1",
+        kind=kind,
+    )
 
 
 def our_state(response: httpx.Response) -> str:
@@ -230,13 +253,14 @@ def mock_oauth(
             },
         }
     )
+    mock_auth_test(respx_mock, team)
     return granted
 
 
 async def test_install_happy_path(
     client: httpx.AsyncClient, alice: DriverKey, runtime: Runtime, respx_mock: respx.MockRouter
 ) -> None:
-    state = our_state(await authorize(client))
+    state = our_state(await authorize(client, alice))
     granted = mock_oauth(respx_mock)
     done = await client.get(
         f"/auth/slack/callback?{urlencode({'code': 'the-code', 'state': state})}"
@@ -277,7 +301,7 @@ async def test_install_happy_path(
 async def test_install_errors_go_back_to_the_driver(
     client: httpx.AsyncClient, alice: DriverKey, respx_mock: respx.MockRouter, case: str, error: str
 ) -> None:
-    state = our_state(await authorize(client))
+    state = our_state(await authorize(client, alice))
     query = {"code": "the-code", "state": state}
     if case == "denied":
         query = {"error": "access_denied", "state": state}
@@ -285,6 +309,8 @@ async def test_install_errors_go_back_to_the_driver(
         mock_oauth(respx_mock, admin=False)
         revoked = respx_mock.post(f"{API}/auth.revoke").respond(json={"ok": True, "revoked": True})
     elif case == "elsewhere":
+        mock_auth_test(respx_mock)
+        revoked = respx_mock.post(f"{API}/auth.revoke").respond(json={"ok": True, "revoked": True})
         await make_community(client, alice, "other")
         other = {**alice.to("other")}
         assert (
@@ -305,20 +331,20 @@ async def test_install_errors_go_back_to_the_driver(
     assert params["state"] == ["driver-state-1"]
     community = await client.get("/api/internal/community/commons", headers=alice.headers)
     assert [p["name"] for p in community.json()["plugins"]] == ["randomness"]
-    if case == "not_admin":  # the token Slack granted is given back, not left in the workspace
+    if case in ("not_admin", "elsewhere"):  # the token Slack granted is given back
         assert revoked.calls[0].request.headers["authorization"] == f"Bearer {BOT_TOKEN}"
 
 
 async def test_install_refuses_unknown_redirects_and_forged_state(
     client: httpx.AsyncClient, alice: DriverKey
 ) -> None:
-    refused = await authorize(client, redirect_uri="https://evil.test/steal")
+    refused = await authorize(client, alice, redirect_uri="https://evil.test/steal")
     assert refused.status_code == 400
     assert refused.json()["code"] == "redirect_not_allowed"
-    unknown = await authorize(client, community="nowhere")
+    unknown = await authorize(client, alice, community="nowhere")
     assert unknown.status_code == 404
 
-    state = our_state(await authorize(client))
+    state = our_state(await authorize(client, alice))
     payload, _, mac = state.partition(".")
     forged = await client.get(
         f"/auth/slack/callback?{urlencode({'code': 'c', 'state': payload + 'x.' + mac})}"
@@ -752,7 +778,7 @@ async def test_only_bot_token_revocation_disables(
 async def test_slack_outage_during_install_goes_back_to_the_driver(
     client: httpx.AsyncClient, alice: DriverKey, respx_mock: respx.MockRouter
 ) -> None:
-    state = our_state(await authorize(client))
+    state = our_state(await authorize(client, alice))
     respx_mock.post(f"{API}/oauth.v2.access").respond(503)
     done = await client.get(f"/auth/slack/callback?{urlencode({'code': 'c', 'state': state})}")
     assert done.status_code == 302
@@ -774,3 +800,104 @@ async def test_closing_at_needs_a_time_zone(
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "closing_at"]
+
+
+# --- who may install, and one owner per workspace ---------------------------------------------
+
+
+async def test_installs_start_only_from_a_drivers_single_use_url(
+    client: httpx.AsyncClient, alice: DriverKey, runtime: Runtime
+) -> None:
+    # The old form, which anyone knowing a slug could use, is refused and says what to do.
+    old = {"community": "commons", "redirect_uri": DONE}
+    refused = await client.get(f"/auth/slack/authorize?{urlencode(old)}")
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "install_url_required"
+    assert "/api/internal/oauth/slack/authorize" in refused.json()["detail"]
+
+    # Another Driver cannot have a URL made for alice's community, nor can a caller without key.
+    bob = await make_driver(runtime, "bob")
+    body = {"redirect_uri": DONE}
+    for headers in (bob.to("commons"), {"X-Metagov-Community": "commons"}):
+        made = await client.post("/api/internal/oauth/slack/authorize", json=body, headers=headers)
+        assert made.status_code in (401, 404)
+
+    made = await client.post(
+        "/api/internal/oauth/slack/authorize", json=body, headers=alice.to("commons")
+    )
+    assert made.status_code == 200, made.text
+    url = httpx.URL(made.json()["url"])
+    assert str(url).startswith("https://metagov.test/auth/slack/authorize?install=")
+    path = url.raw_path.decode()
+    our_state(await client.get(path))
+    again = await client.get(path)
+    assert again.status_code == 400
+    assert again.json()["code"] == "invalid_install"
+    token = url.params["install"]
+    forged = await client.get(f"/auth/slack/authorize?install={token[:-2]}xx")
+    assert forged.json()["code"] == "invalid_install"
+
+
+async def test_a_workspace_belongs_to_one_community_across_drivers(
+    client: httpx.AsyncClient,
+    alice: DriverKey,
+    installed: dict[str, Any],
+    runtime: Runtime,
+    respx_mock: respx.MockRouter,
+) -> None:
+    """Bob configures Slack by hand with the team id alice's community installed (even with a
+    token Slack accepts for it): refused, and the workspace's events keep reaching alice only."""
+    bob = await make_driver(runtime, "bob")
+    await make_community(client, bob, "bobs")
+    taken = await client.post(
+        "/api/internal/plugin/slack", json=SLACK_CONFIG, headers=bob.to("bobs")
+    )
+    assert taken.status_code == 409
+    assert taken.json()["code"] == "platform_tenant_taken"
+    declared = await client.put(
+        "/api/internal/community/bobs",
+        json={"plugins": [{"name": "slack", "config": SLACK_CONFIG}]},
+        headers=bob.headers,
+    )
+    assert declared.status_code == 409
+    assert declared.json()["code"] == "platform_tenant_taken"
+    # A second community of the same Driver cannot take it either.
+    await make_community(client, alice, "second")
+    again = await client.post(
+        "/api/internal/plugin/slack", json=SLACK_CONFIG, headers=alice.to("second")
+    )
+    assert again.json()["code"] == "platform_tenant_taken"
+    # Re-configuring the owner itself is fine.
+    same = await client.put(
+        f"/api/internal/plugin/slack/{installed['id']}",
+        json={**SLACK_CONFIG, "team_name": "Renamed"},
+        headers=alice.to("commons"),
+    )
+    assert same.status_code == 200, same.text
+
+    driver = respx_mock.post(DRIVER_EVENTS).respond(200)
+    assert (await post_event(client, {"type": "message", "text": "hi"}, "Ev1")).status_code == 200
+    await settle(runtime)
+    communities = {json.loads(c.request.content)["community"] for c in driver.calls}
+    assert communities == {"commons"}
+    bobs = await client.get("/api/internal/events", headers=bob.headers)
+    assert bobs.json() == []
+
+
+async def test_a_bot_token_of_another_workspace_is_refused(
+    client: httpx.AsyncClient, alice: DriverKey, respx_mock: respx.MockRouter
+) -> None:
+    mock_auth_test(respx_mock, team="TOTHER")
+    refused = await client.post(
+        "/api/internal/plugin/slack", json=SLACK_CONFIG, headers=alice.to("commons")
+    )
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "slack_wrong_team"
+    respx_mock.post(f"{API}/auth.test").respond(json={"ok": False, "error": "invalid_auth"})
+    invalid = await client.post(
+        "/api/internal/plugin/slack", json=SLACK_CONFIG, headers=alice.to("commons")
+    )
+    assert invalid.status_code == 400
+    assert invalid.json()["code"] == "slack_error"
+    community = await client.get("/api/internal/community/commons", headers=alice.headers)
+    assert [p["name"] for p in community.json()["plugins"]] == ["randomness"]

@@ -115,8 +115,7 @@ async def test_the_original_actions_fail_like_xs(
 async def test_it_installs_through_its_own_oauth_routes(
     gw: TestGateway, driver: DriverCredentials, respx_mock: respx.MockRouter
 ) -> None:
-    query = {"community": "commons", "redirect_uri": DONE, "state": "s"}
-    started = await gw.client.get(f"/auth/twitter/authorize?{urlencode(query)}")
+    started = await gw.start_install(driver, "twitter", "commons", redirect_uri=DONE, state="s")
     assert started.status_code == 302
     sent = {k: v[0] for k, v in parse_qs(urlsplit(started.headers["location"]).query).items()}
     assert sent["redirect_uri"] == f"{BASE}/auth/twitter/callback"

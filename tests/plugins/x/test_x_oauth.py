@@ -30,9 +30,12 @@ from tests.plugins.x.conftest import (
 )
 
 
-async def authorize(gw: TestGateway, plugin: str = "x", **params: str) -> dict[str, str]:
-    query = {"community": "commons", "redirect_uri": DONE, "state": "driver-1", **params}
-    response = await gw.client.get(f"/auth/{plugin}/authorize?{urlencode(query)}")
+async def authorize(
+    gw: TestGateway, driver: DriverCredentials, plugin: str = "x", kind: str = "app"
+) -> dict[str, str]:
+    response = await gw.start_install(
+        driver, plugin, "commons", redirect_uri=DONE, state="driver-1", kind=kind
+    )
     assert response.status_code == 302, response.text
     location = urlsplit(response.headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == AUTHORIZE
@@ -50,7 +53,7 @@ def s256(verifier: str) -> str:
 async def test_install_exchanges_the_code_with_the_matching_verifier(
     gw: TestGateway, driver: DriverCredentials, respx_mock: respx.MockRouter
 ) -> None:
-    sent = await authorize(gw)
+    sent = await authorize(gw, driver)
     assert sent["response_type"] == "code"
     assert sent["client_id"] == CLIENT_ID
     assert sent["redirect_uri"] == f"{BASE}/auth/x/callback"
@@ -107,7 +110,7 @@ async def test_a_user_login_names_the_user_and_gives_the_token_back(
         json={"user_id": "1", "username": "community", "access_token": "t"},
         headers=driver.to("commons"),
     )
-    sent = await authorize(gw, type="user")
+    sent = await authorize(gw, driver, kind="user")
     assert sent["scope"] == "tweet.read users.read"
     respx_mock.post(f"{API}/2/oauth2/token").mock(return_value=granted(ACCESS, REFRESH))
     respx_mock.get(f"{API}/2/users/me").respond(200, json={"data": ACCOUNT})
@@ -129,7 +132,7 @@ async def test_a_user_login_names_the_user_and_gives_the_token_back(
 async def test_refusals_go_back_to_the_driver(
     gw: TestGateway, driver: DriverCredentials, respx_mock: respx.MockRouter
 ) -> None:
-    sent = await authorize(gw)
+    sent = await authorize(gw, driver)
     respx_mock.post(f"{API}/2/oauth2/token").respond(
         400,
         json={
@@ -144,7 +147,7 @@ async def test_refusals_go_back_to_the_driver(
     assert back["error"] == ["invalid_request"]
     assert back["error_description"] == ["Value passed for the authorization code was invalid."]
 
-    declined = await authorize(gw)
+    declined = await authorize(gw, driver)
     done = await gw.client.get(
         f"/auth/x/callback?{urlencode({'state': declined['state'], 'error': 'access_denied'})}"
     )
@@ -157,8 +160,7 @@ async def test_refusals_go_back_to_the_driver(
 async def test_without_an_app_the_install_is_refused(
     gw: TestGateway, driver: DriverCredentials
 ) -> None:
-    query = {"community": "commons", "redirect_uri": DONE}
-    refused = await gw.client.get(f"/auth/x/authorize?{urlencode(query)}")
+    refused = await gw.start_install(driver, "x", "commons", redirect_uri=DONE)
     assert refused.status_code == 400
     assert "METAGOV_X__CLIENT_ID" in refused.json()["detail"]
 
@@ -169,7 +171,7 @@ async def test_without_an_app_the_install_is_refused(
 async def test_a_public_client_sends_its_id_and_no_basic_auth(
     gw: TestGateway, driver: DriverCredentials, respx_mock: respx.MockRouter
 ) -> None:
-    sent = await authorize(gw)
+    sent = await authorize(gw, driver)
     token = respx_mock.post(f"{API}/2/oauth2/token").mock(return_value=granted(ACCESS, REFRESH))
     respx_mock.get(f"{API}/2/users/me").respond(200, json={"data": ACCOUNT})
     await gw.client.get(f"/auth/x/callback?{urlencode({'state': sent['state'], 'code': 'c'})}")
@@ -182,7 +184,7 @@ async def test_a_public_client_sends_its_id_and_no_basic_auth(
 async def test_tokens_about_to_expire_are_renewed_before_the_call(
     gw: TestGateway, driver: DriverCredentials, respx_mock: respx.MockRouter
 ) -> None:
-    sent = await authorize(gw)
+    sent = await authorize(gw, driver)
     token = respx_mock.post(f"{API}/2/oauth2/token")
     token.side_effect = [granted(ACCESS, REFRESH, expires_in=60), granted("AT2", "RT2")]
     respx_mock.get(f"{API}/2/users/me").respond(200, json={"data": ACCOUNT})

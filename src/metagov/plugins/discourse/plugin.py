@@ -66,6 +66,7 @@ class DiscoursePlugin(Plugin[DiscourseConfig]):
     """Discourse forums: events, posts and topics, and native polls."""
 
     name = "discourse"
+    calls_configured_urls = True  # the community names its server
     auth_type = AuthType.API_KEY
     config_model = DiscourseConfig
     community_platform_id_field = "server_url"

@@ -69,15 +69,16 @@ class DiscourseConfig(BaseModel):
 
     @field_validator("api_key")
     @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # None only in a re-configuration that keeps the stored key (the secret left out).
+        if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
 
     @field_validator("webhook_secret")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value().strip()) < 12:
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 12:
             raise ValueError("must be at least 12 characters (Discourse refuses shorter ones)")
         return value
 

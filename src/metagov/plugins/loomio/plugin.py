@@ -65,6 +65,7 @@ class LoomioPlugin(Plugin[LoomioConfig]):
     """Loomio groups: threads, members, and polls of every Loomio type."""
 
     name = "loomio"
+    calls_configured_urls = True  # the community names its server
     auth_type = AuthType.API_KEY
     config_model = LoomioConfig
     community_platform_id_field = "group_handle"

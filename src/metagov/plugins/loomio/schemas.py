@@ -39,9 +39,10 @@ def _visible(raw: str) -> bool:
     return bool(raw) and raw.isascii() and raw.isprintable() and " " not in raw
 
 
-def _visible_secret(cls: Any, value: SecretStr) -> SecretStr:
-    """Keys and tokens travel in URLs and headers: printable ASCII without spaces."""
-    if not _visible(value.get_secret_value()):
+def _visible_secret(cls: Any, value: SecretStr | None) -> SecretStr | None:
+    """Keys and tokens travel in URLs and headers: printable ASCII without spaces. (None only in
+    a re-configuration that keeps the stored value.)"""
+    if value is not None and not _visible(value.get_secret_value()):
         raise ValueError("must be printable ASCII without spaces")
     return value
 

@@ -72,6 +72,7 @@ class NearPlugin(Plugin[NearConfig]):
     """A NEAR smart contract, viewed and called as the community's account."""
 
     name = "near"
+    calls_configured_urls = True  # the community names its RPC node
     auth_type = AuthType.API_KEY
     config_model = NearConfig
 

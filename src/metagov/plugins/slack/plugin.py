@@ -74,6 +74,17 @@ class SlackPlugin(Plugin[SlackConfig]):
         settings: SlackSettings = self.settings
         return settings
 
+    async def initialize(self, ctx: Ctx) -> None:
+        """Check the bot token with Slack: it must be a token of the workspace ``team_id``
+        names, so that no Driver can claim a workspace (and receive its events) with a token of
+        another, or with none that works."""
+        answer = await client_for(ctx).call("auth.test")
+        if answer.get("team_id") != ctx.config.team_id:
+            raise PluginError(
+                "the bot token belongs to another Slack workspace than team_id",
+                code="slack_wrong_team",
+            )
+
     # --- webhooks -------------------------------------------------------------------------
 
     async def verify_webhook(
@@ -214,6 +225,11 @@ class SlackPlugin(Plugin[SlackConfig]):
         if not (member.get("is_admin") or member.get("is_owner")):
             await self._revoke(http, token)
             raise OAuthError("not_admin", "Only a workspace admin or owner can install Metagov")
+
+    async def oauth_revoke(self, install: OAuthInstall, http: httpx.AsyncClient) -> None:
+        token = install.config.get("bot_token")
+        if token:
+            await self._revoke(http, str(token))
 
     async def _revoke(self, http: httpx.AsyncClient, token: str) -> None:
         """Give back a token we will not keep, so a refused install leaves nothing behind."""

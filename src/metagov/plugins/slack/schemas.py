@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_METHODS = (
@@ -82,6 +90,15 @@ class SlackConfig(BaseModel):
     bot_token: SecretStr
     bot_user_id: str | None = None
     installer_user_id: str | None = None
+
+    @field_validator("bot_token")
+    @classmethod
+    def _printable(cls, value: SecretStr | None) -> SecretStr | None:
+        """The token travels in a header (checked with Slack when the instance is enabled)."""
+        raw = None if value is None else value.get_secret_value()
+        if raw is not None and not (raw and raw.isascii() and raw.isprintable() and " " not in raw):
+            raise ValueError("must be printable ASCII without spaces")
+        return value
 
 
 class PostMessage(BaseModel):

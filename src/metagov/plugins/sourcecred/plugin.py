@@ -32,6 +32,7 @@ class SourceCredPlugin(Plugin[SourceCredConfig]):
     instance publishes."""
 
     name = "sourcecred"
+    calls_configured_urls = True  # the community names its server
     config_model = SourceCredConfig
     community_platform_id_field = "server_url"
     settings_model = SourceCredSettings

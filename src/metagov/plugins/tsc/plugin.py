@@ -27,6 +27,7 @@ class TscPlugin(Plugin[TscConfig]):
     """A TSC agreement server: users, contracts, executions and agreements."""
 
     name = "tsc"
+    calls_configured_urls = True  # the community names its server
     config_model = TscConfig
 
     @action("get-user", description="A user of the TSC server")

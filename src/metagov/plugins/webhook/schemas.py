@@ -17,8 +17,14 @@ class WebhookConfig(BaseModel):
         None,
         description="Dotted path of the body field that names the event type (e.g. `action` or "
         "`event.type`); without it, the `X-GitHub-Event` header or `webhook` is used",
+        min_length=1,
         max_length=200,
+        pattern=r"\S",
     )
     source_name: str = Field(
-        "webhook", description="An id for this sender, if a community has several", max_length=100
+        "webhook",
+        description="An id for this sender, if a community has several",
+        min_length=1,
+        max_length=100,
+        pattern=r"\S",
     )
