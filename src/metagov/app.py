@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from metagov import __version__
-from metagov.api import auth, communities, events, generated, health, hooks, plugins
+from metagov.api import auth, communities, docs, events, generated, health, hooks, plugins
 from metagov.api.middleware import AccessLog, BodySizeLimit, RejectNulCharacters
 from metagov.config import Settings
+from metagov.console import routes as console
 from metagov.db import migrate
 from metagov.errors import install_error_handlers
 from metagov.jobs.embedded import EmbeddedRunner
@@ -94,6 +95,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(RejectNulCharacters)
@@ -108,4 +111,6 @@ def create_app(
     for spec in registry:
         app.include_router(generated.plugin_router(spec))
     app.include_router(plugins.fallback)
+    docs.install(app)
+    console.install(app, [k.get_secret_value() for k in settings.secret_keys])
     return app

@@ -1,0 +1,52 @@
+"""``/docs`` (Swagger UI) and ``/redoc`` (ReDoc), with their JavaScript and CSS served by the
+gateway from the installed ``fastapi-offline`` package instead of a CDN: the pages work on a
+machine without internet access, and load no third-party code."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+ASSETS = "/docs-assets"
+OAUTH2_REDIRECT = "/docs/oauth2-redirect"
+
+
+def install(app: FastAPI) -> None:
+    """Serve the API's documentation pages; ``app`` must be built with ``docs_url=None`` and
+    ``redoc_url=None`` (FastAPI's own pages load from a CDN)."""
+    assets = files("fastapi_offline").joinpath("static")
+    app.mount(ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} API",
+            oauth2_redirect_url=OAUTH2_REDIRECT,
+            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS}/favicon.png",
+        )
+
+    @app.get(OAUTH2_REDIRECT, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} API",
+            redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
