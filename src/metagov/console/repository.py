@@ -129,7 +129,7 @@ async def event_counts(
         .where(Event.created_at >= since)
         .group_by(Community.driver_id, bucket)
     )
-    return [(int(d), int(b), int(n)) for d, b, n in rows.tuples().all() if d is not None]
+    return [(int(d), int(b), int(n)) for d, b, n in rows.all() if d is not None]
 
 
 async def delivered_counts(
@@ -146,7 +146,7 @@ async def delivered_counts(
         )
         .group_by(Delivery.driver_id, bucket)
     )
-    return [(int(d), int(b), int(n)) for d, b, n in rows.tuples().all() if d is not None]
+    return [(int(d), int(b), int(n)) for d, b, n in rows.all() if d is not None]
 
 
 async def latencies(session: AsyncSession, since: datetime) -> list[tuple[int, float]]:
@@ -164,7 +164,7 @@ async def latencies(session: AsyncSession, since: datetime) -> list[tuple[int, f
     )
     return [
         (int(driver), (delivered - created).total_seconds())
-        for driver, created, delivered in rows.tuples().all()
+        for driver, created, delivered in rows.all()
         if driver is not None and delivered is not None
     ]
 
@@ -179,7 +179,7 @@ async def delivery_states(session: AsyncSession) -> list[tuple[int, str, bool, i
         .group_by(Delivery.driver_id, Delivery.status, failing)
     )
     return [
-        (int(d), str(s), bool(f), int(n)) for d, s, f, n in rows.tuples().all() if d is not None
+        (int(d), str(s), bool(f), int(n)) for d, s, f, n in rows.all() if d is not None
     ]
 
 
@@ -256,7 +256,7 @@ async def last_webhooks(session: AsyncSession, instance_ids: Sequence[int]) -> d
         .where(InboundWebhook.plugin_instance_id.in_(instance_ids))
         .group_by(InboundWebhook.plugin_instance_id)
     )
-    return {int(i): when for i, when in rows.tuples().all() if i is not None}
+    return {int(i): when for i, when in rows.all() if i is not None}
 
 
 async def last_errors(
@@ -277,7 +277,7 @@ async def last_errors(
         .order_by(InboundWebhook.id.desc())
         .limit(500)
     )
-    for instance_id, when, error in webhooks.tuples().all():
+    for instance_id, when, error in webhooks.all():
         if instance_id is not None:
             found.setdefault(instance_id, (when, f"webhook: {error}"))
     tasks = await session.execute(
