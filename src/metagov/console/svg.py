@@ -50,12 +50,12 @@ def bar_chart(
         f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
     ]
-    for fraction in (0.0, 0.5, 1.0):
+    for fraction in (0.0, 0.5, 1.0) if peak > 1 else (0.0, 1.0):
         y = top + plot_h * (1 - fraction)
         parts.append(
             f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>'
             f'<text class="axis" x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">'
-            f"{round(peak * fraction)}</text>"
+            f"{peak * fraction:g}</text>"
         )
     for index, label in enumerate(labels):
         x0 = left + index * slot + slot * 0.1
