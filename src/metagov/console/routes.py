@@ -28,7 +28,8 @@ from metagov.console import repository
 from metagov.console import service as console
 from metagov.console.security import CookieSigner, SignInLimiter, new_token, same
 from metagov.console.service import SignedIn
-from metagov.db.models import ProcessStatus
+from metagov.crypto import SecretDecryptionError
+from metagov.db.models import PluginInstance, ProcessStatus
 from metagov.errors import BadRequest, MetagovError
 from metagov.instances.service import list_instances, secrets_set
 from metagov.jobs.embedded import EmbeddedRunner
@@ -199,7 +200,8 @@ def redirect(request: Request, to: str, message: str | None = None, kind: str = 
 def _safe_back(value: str, default: str) -> str:
     """Where to go after a form: a console path only (never another site)."""
     parts = urlsplit(value)
-    if parts.scheme or parts.netloc or not value.startswith(PREFIX) or "\\" in value:
+    inside = parts.path == PREFIX or parts.path.startswith(PREFIX + "/")
+    if parts.scheme or parts.netloc or not inside or "\\" in value or "/.." in parts.path:
         return default
     return value
 
@@ -390,6 +392,14 @@ def _masked(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _secret_names(runtime: Runtime, instance: PluginInstance) -> list[str]:
+    """Which secret fields hold a value; a page still renders when the keys cannot read them."""
+    try:
+        return secrets_set(runtime, instance)
+    except SecretDecryptionError:
+        return ["(unreadable with the current METAGOV_SECRET_KEYS)"]
+
+
 @router.get("/communities/{slug}")
 async def community(request: Request, slug: str, signed: Operator) -> Response:
     runtime = _runtime(request)
@@ -410,7 +420,7 @@ async def community(request: Request, slug: str, signed: Operator) -> Response:
         {
             "instance": i,
             "config": _masked(i.config),
-            "secrets_set": secrets_set(runtime, i),
+            "secrets_set": _secret_names(runtime, i),
             "state_size": len(json.dumps(i.state, separators=(",", ":"), default=str)),
             "last_webhook": last_webhooks.get(i.id),
             "last_error": last_errors.get(i.id),
