@@ -9,15 +9,19 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e clients/python
 
 run: install
 	$(BIN)/metagov serve
 
+LINTED := src tests migrations bench clients/python examples/driver
+
 lint: install
-	$(BIN)/ruff check src tests migrations bench
-	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+	cd clients/python && $(CURDIR)/$(BIN)/mypy
+	cd examples/driver && $(CURDIR)/$(BIN)/mypy
 
 # The quick benchmark runs with the tests so that it never rots; its figures are not judged.
 test: lint
@@ -34,5 +38,5 @@ bench-quick: install
 	$(BIN)/python -m bench --quick
 
 format: install
-	$(BIN)/ruff format src tests migrations bench
-	$(BIN)/ruff check --fix src tests migrations bench
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)

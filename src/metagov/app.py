@@ -9,7 +9,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from metagov import __version__
-from metagov.api import auth, communities, docs, events, generated, health, hooks, plugins
+from metagov.api import (
+    auth,
+    communities,
+    docs,
+    events,
+    generated,
+    health,
+    hooks,
+    openapi,
+    plugins,
+)
 from metagov.api.middleware import AccessLog, BodySizeLimit, RejectNulCharacters
 from metagov.config import Settings
 from metagov.console import routes as console
@@ -99,6 +109,7 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    openapi.install(app)
     app.add_middleware(RejectNulCharacters)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)

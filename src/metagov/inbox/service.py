@@ -13,10 +13,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from metagov import metrics
 from metagov.db.base import utcnow
+from metagov.db.engine import Session
 from metagov.db.models import InboundWebhook, InboxStatus
 from metagov.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
 from metagov.inbox import repository
@@ -222,11 +221,11 @@ async def _receive_for_platform(
     return accepted, None if inserted is None else (sender, inserted)
 
 
-async def pending_count(session: AsyncSession) -> int:
+async def pending_count(session: Session) -> int:
     return await repository.pending_count(session)
 
 
-async def retry(session: AsyncSession, inbox_id: int) -> InboundWebhook:
+async def retry(session: Session, inbox_id: int) -> InboundWebhook:
     """Handle a stored webhook again now: a failed one gets a fresh count of attempts, one still
     waiting for its retry is tried at once. Its sender's doorbell rings after the commit."""
     row = await repository.webhook_for_retry(session, inbox_id)

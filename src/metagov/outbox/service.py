@@ -15,9 +15,8 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from metagov.db.base import utcnow
+from metagov.db.engine import Session
 from metagov.db.models import (
     Community,
     Delivery,
@@ -57,7 +56,7 @@ def subscribed(patterns: Sequence[str] | None, event_type: str) -> bool:
 
 
 async def record_event(
-    session: AsyncSession,
+    session: Session,
     community_id: int,
     *,
     source: str,
@@ -99,7 +98,7 @@ async def record_event(
     return recorded.event_id
 
 
-async def record_process_event(session: AsyncSession, community_slug: str, process: Process) -> int:
+async def record_process_event(session: Session, community_slug: str, process: Process) -> int:
     """Tell the Driver (and the process's callback URL) that a process changed.
 
     The type says what happened: ``process.completed``, ``process.failed``,
@@ -132,7 +131,7 @@ def envelope(event: Event, community_slug: str) -> dict[str, Any]:
 
 
 async def list_events(
-    session: AsyncSession,
+    session: Session,
     driver: Driver,
     *,
     community: Community | None = None,
@@ -151,7 +150,7 @@ async def list_events(
 
 
 async def set_subscriptions(
-    session: AsyncSession, community: Community, patterns: list[str] | None
+    session: Session, community: Community, patterns: list[str] | None
 ) -> None:
     """Choose the event types of ``community`` its Driver's event URL receives (None: all)."""
     community = await session.merge(community)
@@ -160,7 +159,7 @@ async def set_subscriptions(
 
 
 async def list_deliveries(
-    session: AsyncSession,
+    session: Session,
     *,
     driver: Driver | None = None,
     status: str | None = None,
@@ -172,7 +171,7 @@ async def list_deliveries(
 
 
 async def replay(
-    session: AsyncSession,
+    session: Session,
     *,
     driver: Driver | None = None,
     delivery_id: int | None = None,
@@ -202,7 +201,7 @@ async def replay(
     return found
 
 
-async def enable_endpoint(session: AsyncSession, driver: Driver) -> None:
+async def enable_endpoint(session: Session, driver: Driver) -> None:
     """Re-enable a Driver endpoint disabled by a 410; its waiting deliveries go out again."""
     driver.endpoint_disabled_at = None
     for partition in await repository.pending_partitions_of_driver(session, driver.id):
@@ -210,7 +209,7 @@ async def enable_endpoint(session: AsyncSession, driver: Driver) -> None:
     await session.flush()
 
 
-async def disable_endpoint(session: AsyncSession, driver: Driver) -> None:
+async def disable_endpoint(session: Session, driver: Driver) -> None:
     """Stop sending to the Driver's event URL, as a 410 would; its new deliveries wait (none is
     lost) until :func:`enable_endpoint`."""
     if driver.endpoint_disabled_at is None:
@@ -218,11 +217,11 @@ async def disable_endpoint(session: AsyncSession, driver: Driver) -> None:
         await session.flush()
 
 
-async def failures(session: AsyncSession, delivery_id: int) -> list[DeliveryFailure]:
+async def failures(session: Session, delivery_id: int) -> list[DeliveryFailure]:
     """A delivery's failed attempts, oldest first."""
     return await repository.failures_of(session, delivery_id)
 
 
-async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+async def backlog(session: Session) -> tuple[int, datetime | None]:
     """How many deliveries are pending, and when the oldest of them was created."""
     return await repository.backlog(session)
