@@ -51,17 +51,13 @@ async def test_the_community_header_is_required_where_the_server_requires_it(
     spec = await document(client)
     header = "X-Metagov-Community"
     declared = {
-        op_id: next(
-            (p["required"] for p in op.get("parameters", []) if p["name"] == header), None
-        )
+        op_id: next((p["required"] for p in op.get("parameters", []) if p["name"] == header), None)
         for op_id, op in operations(spec).items()
     }
     assert declared["randomness.random-int"] is True
     assert declared["processes.list"] is True
     assert declared["events.list"] is False  # it only narrows the list
     # And the server indeed refuses a request without it.
-    missing = await client.post(
-        "/api/internal/action/randomness.random-int", headers=alice.headers
-    )
+    missing = await client.post("/api/internal/action/randomness.random-int", headers=alice.headers)
     assert missing.status_code == 400
     assert missing.json()["code"] == "missing_community"

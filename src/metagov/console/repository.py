@@ -178,9 +178,7 @@ async def delivery_states(session: AsyncSession) -> list[tuple[int, str, bool, i
         .where(Delivery.status.in_((PENDING, DEAD)), Delivery.driver_id.is_not(None))
         .group_by(Delivery.driver_id, Delivery.status, failing)
     )
-    return [
-        (int(d), str(s), bool(f), int(n)) for d, s, f, n in rows.all() if d is not None
-    ]
+    return [(int(d), str(s), bool(f), int(n)) for d, s, f, n in rows.all() if d is not None]
 
 
 async def inbox_counts(session: AsyncSession) -> list[tuple[str, str, int]]:

@@ -24,19 +24,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from metagov.console import repository
 from metagov.console import service as console
 from metagov.console.security import CookieSigner, SignInLimiter, new_token, same
 from metagov.console.service import SignedIn
-from metagov.crypto import SecretDecryptionError
-from metagov.db.models import PluginInstance, ProcessStatus
+from metagov.db.models import ProcessStatus
 from metagov.errors import BadRequest, MetagovError
-from metagov.instances.service import list_instances, secrets_set
 from metagov.jobs.embedded import EmbeddedRunner
-from metagov.outbox import service as outbox
-from metagov.processes import service as processes
 from metagov.runtime import Runtime
-from metagov.tenancy import service as tenancy
 
 PREFIX = "/console"
 SESSION_COOKIE = "metagov_console"
@@ -313,8 +307,7 @@ async def overview(request: Request, signed: Operator) -> Response:
 @router.get("/drivers")
 async def drivers(request: Request, signed: Operator) -> Response:
     async with _runtime(request).db.snapshot() as session:
-        found = await tenancy.list_drivers(session)
-        counts = await repository.community_counts(session)
+        found, counts = await console.drivers(session)
     return render(request, "drivers.html", signed, drivers=found, counts=counts, now=_now())
 
 
@@ -366,7 +359,7 @@ async def communities(request: Request, signed: Operator) -> Response:
     search = request.query_params.get("q", "")[:100]
     page = _page(request.query_params.get("page"))
     async with _runtime(request).db.snapshot() as session:
-        found = await repository.communities(
+        found = await console.communities(
             session, search=search or None, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
         )
     return render(
@@ -381,62 +374,16 @@ async def communities(request: Request, signed: Operator) -> Response:
     )
 
 
-_SECRETISH = ("secret", "token", "password", "api_key", "apikey", "authorization", "private")
-
-
-def _masked(config: dict[str, Any]) -> dict[str, Any]:
-    """The plain config, with any field whose name sounds secret masked all the same (secret
-    fields are stored apart; this guards a plugin that declared one as plain by mistake)."""
-    return {
-        k: "••••••" if any(w in k.lower() for w in _SECRETISH) else v for k, v in config.items()
-    }
-
-
-def _secret_names(runtime: Runtime, instance: PluginInstance) -> list[str]:
-    """Which secret fields hold a value; a page still renders when the keys cannot read them."""
-    try:
-        return secrets_set(runtime, instance)
-    except SecretDecryptionError:
-        return ["(unreadable with the current METAGOV_SECRET_KEYS)"]
-
-
 @router.get("/communities/{slug}")
 async def community(request: Request, slug: str, signed: Operator) -> Response:
     runtime = _runtime(request)
     async with runtime.db.snapshot() as session:
-        found = await repository.community_named(session, slug[:64])
-        if found is None:
-            return render(
-                request, "not_found.html", signed, status_code=404, what=f"community {slug!r}"
-            )
-        row, driver_name = found
-        instances = await list_instances(session, row.id)
-        ids = [i.id for i in instances]
-        last_webhooks = await repository.last_webhooks(session, ids)
-        last_errors = await repository.last_errors(session, ids)
-        recent_processes = await processes.list_processes(session, row, limit=50)
-        events = await repository.recent_events(session, row.id, limit=20)
-    plugins = [
-        {
-            "instance": i,
-            "config": _masked(i.config),
-            "secrets_set": _secret_names(runtime, i),
-            "state_size": len(json.dumps(i.state, separators=(",", ":"), default=str)),
-            "last_webhook": last_webhooks.get(i.id),
-            "last_error": last_errors.get(i.id),
-        }
-        for i in instances
-    ]
-    return render(
-        request,
-        "community.html",
-        signed,
-        community=row,
-        driver_name=driver_name,
-        plugins=plugins,
-        processes=recent_processes,
-        events=events,
-    )
+        found = await console.community(session, runtime, slug[:64])
+    if found is None:
+        return render(
+            request, "not_found.html", signed, status_code=404, what=f"community {slug!r}"
+        )
+    return render(request, "community.html", signed, view=found)
 
 
 # --- deliveries -------------------------------------------------------------------------------
@@ -453,8 +400,8 @@ async def deliveries(request: Request, signed: Operator) -> Response:
     status = status if status in DELIVERY_STATUSES else ""
     page = _page(params.get("page"))
     async with _runtime(request).db.snapshot() as session:
-        drivers_found = await tenancy.list_drivers(session)
-        rows = await repository.deliveries(
+        drivers_found, _ = await console.drivers(session)
+        rows = await console.deliveries(
             session,
             driver_id=driver_id,
             community=community_slug or None,
@@ -481,12 +428,12 @@ async def deliveries(request: Request, signed: Operator) -> Response:
 @router.get("/deliveries/{delivery_id}")
 async def delivery(request: Request, delivery_id: RowId, signed: Operator) -> Response:
     async with _runtime(request).db.snapshot() as session:
-        row = await repository.delivery(session, delivery_id)
-        failures = await outbox.failures(session, delivery_id) if row is not None else []
-    if row is None:
+        found = await console.delivery(session, delivery_id)
+    if found is None:
         return render(
             request, "not_found.html", signed, status_code=404, what=f"delivery {delivery_id}"
         )
+    row, failures = found
     return render(request, "delivery.html", signed, row=row, failures=failures)
 
 
@@ -529,8 +476,7 @@ def _parse_time(value: str) -> datetime | None:
 @router.get("/inbox")
 async def inbox(request: Request, signed: Operator) -> Response:
     async with _runtime(request).db.snapshot() as session:
-        rows = await repository.troubled_webhooks(session, limit=200)
-        counts = await repository.inbox_counts(session)
+        rows, counts = await console.troubled_webhooks(session)
     return render(request, "inbox.html", signed, rows=rows, counts=counts)
 
 
@@ -558,14 +504,13 @@ async def processes_page(request: Request, signed: Operator) -> Response:
     plugin = params.get("plugin", "")[:64]
     page = _page(params.get("page"))
     async with _runtime(request).db.snapshot() as session:
-        rows = await repository.processes(
+        rows, plugins = await console.process_list(
             session,
             status=status or None,
             plugin=plugin or None,
             limit=PAGE_SIZE + 1,
             offset=(page - 1) * PAGE_SIZE,
         )
-        plugins = await repository.process_plugins(session)
     filters = {"status": status, "plugin": plugin}
     return render(
         request,

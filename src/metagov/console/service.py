@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import math
 import secrets
 from collections import defaultdict
@@ -23,7 +24,6 @@ from typing import Any
 
 from arq.constants import health_check_key_suffix
 from markupsafe import Markup
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov import metrics, signing
 from metagov.console import repository
@@ -35,10 +35,23 @@ from metagov.console.security import (
     verify_password,
 )
 from metagov.console.svg import Series, bar_chart
+from metagov.crypto import SecretDecryptionError
 from metagov.db.base import utcnow
-from metagov.db.models import AuditEntry, Driver, Operator, OperatorSession
+from metagov.db.engine import Session
+from metagov.db.models import (
+    AuditEntry,
+    Community,
+    DeliveryFailure,
+    Driver,
+    Event,
+    Operator,
+    OperatorSession,
+    PluginInstance,
+    Process,
+)
 from metagov.errors import BadRequest, Conflict, NotFound
 from metagov.inbox import service as inbox
+from metagov.instances import service as instances
 from metagov.jobs.worker import QUEUE_NAME, ArqQueue
 from metagov.outbox import service as outbox
 from metagov.processes import service as processes
@@ -64,7 +77,7 @@ def _checked_password(password: str | None) -> str:
     return password
 
 
-async def create_operator(session: AsyncSession, name: str, password: str | None = None) -> str:
+async def create_operator(session: Session, name: str, password: str | None = None) -> str:
     """Create an operator; returns the password (``password``, or a random one to show once)."""
     name = name.strip()
     if not name or len(name) > 100:
@@ -78,7 +91,7 @@ async def create_operator(session: AsyncSession, name: str, password: str | None
     return password
 
 
-async def set_password(session: AsyncSession, name: str, password: str | None = None) -> str:
+async def set_password(session: Session, name: str, password: str | None = None) -> str:
     """Give an operator a new password (returned); their open sessions end."""
     operator = await _operator(session, name)
     password = _checked_password(password)
@@ -88,16 +101,16 @@ async def set_password(session: AsyncSession, name: str, password: str | None = 
     return password
 
 
-async def remove_operator(session: AsyncSession, name: str) -> None:
+async def remove_operator(session: Session, name: str) -> None:
     await repository.remove_operator(session, await _operator(session, name))
     await record(session, "cli", "operator.removed", name)
 
 
-async def list_operators(session: AsyncSession) -> Sequence[Operator]:
+async def list_operators(session: Session) -> Sequence[Operator]:
     return await repository.operators(session)
 
 
-async def _operator(session: AsyncSession, name: str) -> Operator:
+async def _operator(session: Session, name: str) -> Operator:
     operator = await repository.operator_named(session, name)
     if operator is None:
         raise NotFound(f"no operator named {name!r}")
@@ -168,16 +181,14 @@ async def sign_out(runtime: Runtime, signed: SignedIn) -> None:
 # --- audit log ---------------------------------------------------------------------------------
 
 
-async def record(session: AsyncSession, who: str, action: str, target: str, **detail: Any) -> None:
+async def record(session: Session, who: str, action: str, target: str, **detail: Any) -> None:
     """Note a change in the audit log (never a secret: callers pass names, ids and counts)."""
     await repository.add(
         session, AuditEntry(operator=who, action=action, target=target, detail=detail)
     )
 
 
-async def audit_log(
-    session: AsyncSession, *, limit: int = 100, offset: int = 0
-) -> Sequence[AuditEntry]:
+async def audit_log(session: Session, *, limit: int = 100, offset: int = 0) -> Sequence[AuditEntry]:
     return await repository.audit_entries(session, limit=limit, offset=offset)
 
 
@@ -359,10 +370,141 @@ async def overview(runtime: Runtime, *, embedded: bool) -> Overview:
     )
 
 
+# --- the pages' reads -------------------------------------------------------------------------
+
+
+async def drivers(session: Session) -> tuple[Sequence[Driver], dict[int, int]]:
+    """Every Driver, and how many communities each has."""
+    return await tenancy.list_drivers(session), await repository.community_counts(session)
+
+
+async def communities(
+    session: Session, *, search: str | None, limit: int, offset: int
+) -> list[tuple[Community, str, int]]:
+    return await repository.communities(session, search=search, limit=limit, offset=offset)
+
+
+_SECRETISH = ("secret", "token", "password", "api_key", "apikey", "authorization", "private")
+
+
+def masked(config: dict[str, Any]) -> dict[str, Any]:
+    """The plain config, with any field whose name sounds secret masked all the same (secret
+    fields are stored apart; this guards a plugin that declared one as plain by mistake)."""
+    return {
+        k: "••••••" if any(w in k.lower() for w in _SECRETISH) else v for k, v in config.items()
+    }
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """A plugin instance as the console shows it: never a secret value."""
+
+    instance: PluginInstance
+    config: dict[str, Any]
+    secrets_set: list[str]
+    state_size: int
+    last_webhook: datetime | None
+    last_error: tuple[datetime, str] | None
+
+
+@dataclass(frozen=True)
+class CommunityView:
+    community: Community
+    driver_name: str
+    plugins: list[InstanceView]
+    processes: Sequence[Process]
+    events: Sequence[Event]
+
+
+def _secret_names(runtime: Runtime, instance: PluginInstance) -> list[str]:
+    """Which secret fields hold a value; a page still renders when the keys cannot read them."""
+    try:
+        return instances.secrets_set(runtime, instance)
+    except SecretDecryptionError:
+        return ["(unreadable with the current METAGOV_SECRET_KEYS)"]
+
+
+async def community(session: Session, runtime: Runtime, slug: str) -> CommunityView | None:
+    found = await repository.community_named(session, slug)
+    if found is None:
+        return None
+    row, driver_name = found
+    enabled = await instances.list_instances(session, row.id)
+    ids = [i.id for i in enabled]
+    last_webhooks = await repository.last_webhooks(session, ids)
+    last_errors = await repository.last_errors(session, ids)
+    plugins = [
+        InstanceView(
+            instance=i,
+            config=masked(i.config),
+            secrets_set=_secret_names(runtime, i),
+            state_size=len(json.dumps(i.state, separators=(",", ":"), default=str)),
+            last_webhook=last_webhooks.get(i.id),
+            last_error=last_errors.get(i.id),
+        )
+        for i in enabled
+    ]
+    return CommunityView(
+        row,
+        driver_name,
+        plugins,
+        await processes.list_processes(session, row, limit=50),
+        await repository.recent_events(session, row.id, limit=20),
+    )
+
+
+async def deliveries(
+    session: Session,
+    *,
+    driver_id: int | None,
+    community: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    """Deliveries, newest first, each with its event type, community slug and Driver name."""
+    return await repository.deliveries(
+        session,
+        driver_id=driver_id,
+        community=community,
+        status=status,
+        limit=limit,
+        offset=offset,
+    )
+
+
+async def delivery(session: Session, delivery_id: int) -> tuple[Any, list[DeliveryFailure]] | None:
+    """A delivery (with its event, community slug and Driver name) and its failed attempts."""
+    row = await repository.delivery(session, delivery_id)
+    if row is None:
+        return None
+    return row, await outbox.failures(session, delivery_id)
+
+
+async def troubled_webhooks(
+    session: Session, *, limit: int = 200
+) -> tuple[list[Any], list[tuple[str, str, int]]]:
+    """Stored webhooks whose handling failed, and the counts of those not handled by plugin."""
+    return (
+        await repository.troubled_webhooks(session, limit=limit),
+        await repository.inbox_counts(session),
+    )
+
+
+async def process_list(
+    session: Session, *, status: str | None, plugin: str | None, limit: int, offset: int
+) -> tuple[list[tuple[Process, str]], list[str]]:
+    """Processes with their community's slug, newest first; and every plugin that has any."""
+    rows = await repository.processes(
+        session, status=status, plugin=plugin, limit=limit, offset=offset
+    )
+    return rows, await repository.process_plugins(session)
+
+
 # --- repairs -----------------------------------------------------------------------------------
 
 
-async def _driver(session: AsyncSession, driver_id: int) -> Driver:
+async def _driver(session: Session, driver_id: int) -> Driver:
     driver = await repository.driver_by_id(session, driver_id)
     if driver is None:
         raise NotFound(f"no driver {driver_id}")
