@@ -374,6 +374,8 @@ async def test_every_repair_and_sign_in_is_in_the_audit_log_page(
     assert "operator.created" in page.text
 
 
+# The worker tests empty this Redis database and run workers that write the health record.
+@pytest.mark.xdist_group("redis")
 @pytest.mark.skipif("postgresql" not in BACKENDS, reason="Redis runs alongside PostgreSQL")
 async def test_worker_seen_through_its_health_record(runtime: Runtime) -> None:
     from tests.jobs.test_workers import REDIS_URL
