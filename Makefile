@@ -25,6 +25,7 @@ lint: install
 
 # The quick benchmark runs with the tests so that it never rots; its figures are not judged.
 test: lint
+	./.ci/install-chromium
 	$(BIN)/python -m pytest
 	$(BIN)/python -m bench --quick
 	$(BIN)/python -m bench.statements -n 300

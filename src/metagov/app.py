@@ -12,6 +12,7 @@ from metagov import __version__
 from metagov.api import (
     auth,
     communities,
+    docs,
     events,
     generated,
     health,
@@ -22,6 +23,7 @@ from metagov.api import (
 )
 from metagov.api.middleware import AccessLog, BodySizeLimit, RateLimit, RejectNulCharacters
 from metagov.config import Settings
+from metagov.console import routes as console
 from metagov.db import migrate
 from metagov.errors import install_error_handlers
 from metagov.jobs.embedded import EmbeddedRunner
@@ -105,6 +107,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     openapi.install(app)
@@ -123,6 +127,8 @@ def create_app(
     for spec in registry:
         app.include_router(generated.plugin_router(spec))
     app.include_router(plugins.fallback)
+    docs.install(app)
+    console.install(app, [k.get_secret_value() for k in settings.secret_keys])
     return app
 
 

@@ -30,6 +30,8 @@ app.add_typer(plugins_app, name="plugins")
 deliveries_app = typer.Typer(help="Event deliveries to Drivers.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(deliveries_app, name="deliveries")
+operators_app = typer.Typer(help="Operators of the web console (/console).", no_args_is_help=True)
+app.add_typer(operators_app, name="operators")
 
 
 def _settings() -> Settings:
@@ -327,3 +329,75 @@ def keys_rotate() -> None:
     box = SecretBox([k.get_secret_value() for k in settings.secret_keys])
     count = _with_session(lambda s: rotate_secrets(s, box))
     typer.echo(f"re-encrypted the secrets of {count} plugin instance(s) and driver(s)")
+
+
+def _password_from_stdin(wanted: bool) -> str | None:
+    """The password piped on standard input (its first line), with ``--password-stdin``."""
+    if not wanted:
+        return None
+    import sys
+
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+PasswordStdin = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the password from standard input (at least 12 characters) instead of "
+        "generating one",
+    ),
+]
+
+
+@operators_app.command("create")
+def operators_create(name: str, password_stdin: PasswordStdin = False) -> None:
+    """Create a console operator; print a generated password once, or take one from stdin."""
+    from metagov.console import service as console
+
+    given = _password_from_stdin(password_stdin)
+    try:
+        password = _with_session(lambda s: console.create_operator(s, name, given))
+    except MetagovError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"Operator {name!r} created; sign in at /console.")
+    if given is None:
+        typer.echo("Password (shown this once; only its hash is stored):")
+        typer.echo(password)
+
+
+@operators_app.command("set-password")
+def operators_set_password(name: str, password_stdin: PasswordStdin = False) -> None:
+    """Give an operator a new password (printed once, or read from stdin); their sessions end."""
+    from metagov.console import service as console
+
+    given = _password_from_stdin(password_stdin)
+    try:
+        password = _with_session(lambda s: console.set_password(s, name, given))
+    except MetagovError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"Operator {name!r} has a new password; their sessions were ended.")
+    if given is None:
+        typer.echo(password)
+
+
+@operators_app.command("list")
+def operators_list() -> None:
+    """List console operators."""
+    from metagov.console import service as console
+
+    for operator in _with_session(console.list_operators):
+        last = f"{operator.last_sign_in_at:%Y-%m-%d %H:%M} UTC" if operator.last_sign_in_at else "-"
+        typer.echo(f"{operator.name}\tlast sign-in {last}")
+
+
+@operators_app.command("remove")
+def operators_remove(name: str) -> None:
+    """Remove a console operator; their sessions end at once."""
+    from metagov.console import service as console
+
+    try:
+        _with_session(lambda s: console.remove_operator(s, name))
+    except MetagovError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"Operator {name!r} removed")

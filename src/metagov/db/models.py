@@ -392,3 +392,67 @@ class LinkedAccount(Base):
     link_quality: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DeliveryFailure(Base):
+    """One failed attempt of a delivery: when, and what the endpoint answered (or the network
+    error). Only failures are kept: a success is the delivery's own ``delivered_at`` and
+    ``last_status_code``, so the hot path of a delivered event writes nothing more. A dead
+    delivery's failures are therefore all its attempts, which the operator console shows."""
+
+    __tablename__ = "delivery_failures"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class Operator(Base):
+    """A person who may use the operator console. Only an argon2 hash of the password is kept.
+    Drivers' API keys never open the console: operators are a separate kind of account."""
+
+    __tablename__ = "operators"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class OperatorSession(Base):
+    """A signed-in console session. The browser holds a signed cookie with a random token; only
+    the token's SHA-256 is stored here, so a copy of the table opens no session, and signing out
+    deletes the row, so a copied cookie stops working at once."""
+
+    __tablename__ = "operator_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    # Every form of the session carries it; a cross-site form cannot know it.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """One change made in the console: who (the operator's name, kept even if the operator is
+    removed), what (an action and its target) and when."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operator: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

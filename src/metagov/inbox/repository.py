@@ -378,3 +378,11 @@ async def status_of(session: AsyncSession, inbox_id: int) -> str | None:
         select(InboundWebhook.status).where(InboundWebhook.id == inbox_id)
     )
     return found
+
+
+async def webhook_for_retry(session: AsyncSession, inbox_id: int) -> InboundWebhook | None:
+    """The stored webhook ``inbox_id``, locked until the transaction ends."""
+    found: InboundWebhook | None = await session.scalar(
+        select(InboundWebhook).where(InboundWebhook.id == inbox_id).with_for_update()
+    )
+    return found

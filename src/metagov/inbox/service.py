@@ -16,11 +16,12 @@ from typing import Any
 from metagov import metrics
 from metagov.db.base import utcnow
 from metagov.db.engine import Session
+from metagov.db.models import InboundWebhook, InboxStatus
 from metagov.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
 from metagov.inbox import repository
 from metagov.inbox.repository import Target, instance_sender, tenant_sender
 from metagov.instances.service import choose_instance, load_config
-from metagov.jobs.queue import Job, send_doorbells
+from metagov.jobs.queue import Job, ring_after_commit, send_doorbells
 from metagov.plugins.registry import PluginSpec
 from metagov.plugins.sdk import (
     WebhookAccepted,
@@ -226,3 +227,21 @@ async def _receive_for_platform(
 
 async def pending_count(session: Session) -> int:
     return await repository.pending_count(session)
+
+
+async def retry(session: Session, inbox_id: int) -> InboundWebhook:
+    """Handle a stored webhook again now: a failed one gets a fresh count of attempts, one still
+    waiting for its retry is tried at once. Its sender's doorbell rings after the commit."""
+    row = await repository.webhook_for_retry(session, inbox_id)
+    if row is None:
+        raise NotFound(f"no stored webhook {inbox_id}")
+    if row.status == InboxStatus.HANDLED:
+        raise Conflict(f"webhook {inbox_id} is already handled", code="already_handled")
+    if row.status == InboxStatus.FAILED:
+        row.status = InboxStatus.PENDING
+        row.attempts = 0
+        row.lease_until = None
+    row.next_attempt_at = utcnow()
+    await session.flush()
+    ring_after_commit(session, handle_job(row.sender, row.id))
+    return row

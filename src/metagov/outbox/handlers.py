@@ -227,6 +227,7 @@ async def _record_failure(
         delivery.lease_until = None
         delivery.last_status_code = status
         delivery.last_error = error
+        repository.add_failure(session, delivery.id, now, status, error)
         metrics.DELIVERIES_FAILED.inc()
         if status == 410:
             # Gone: a Driver's endpoint is disabled until re-enabled (its deliveries wait, none

@@ -39,6 +39,7 @@ from metagov.db.base import UTCDateTime
 from metagov.db.models import (
     Community,
     Delivery,
+    DeliveryFailure,
     DeliveryStatus,
     DeliveryTarget,
     Driver,
@@ -494,6 +495,30 @@ async def held_delivery(
         _HELD_ROW.with_for_update(), {"delivery_id": delivery_id, "lease": lease}
     )
     return found
+
+
+def add_failure(
+    session: AsyncSession,
+    delivery_id: int,
+    now: datetime,
+    status_code: int | None,
+    error: str | None,
+) -> None:
+    """Keep one failed attempt of a delivery (what the console shows of a dead delivery)."""
+    session.add(
+        DeliveryFailure(
+            delivery_id=delivery_id, attempted_at=now, status_code=status_code, error=error
+        )
+    )
+
+
+async def failures_of(session: AsyncSession, delivery_id: int) -> list[DeliveryFailure]:
+    found = await session.scalars(
+        select(DeliveryFailure)
+        .where(DeliveryFailure.delivery_id == delivery_id)
+        .order_by(DeliveryFailure.id)
+    )
+    return list(found.all())
 
 
 async def disable_endpoint(session: AsyncSession, driver_id: int, now: datetime) -> str:

@@ -17,7 +17,15 @@ from typing import Any
 
 from metagov.db.base import utcnow
 from metagov.db.engine import Session
-from metagov.db.models import Community, Delivery, DeliveryStatus, Driver, Event, Process
+from metagov.db.models import (
+    Community,
+    Delivery,
+    DeliveryFailure,
+    DeliveryStatus,
+    Driver,
+    Event,
+    Process,
+)
 from metagov.errors import NotFound
 from metagov.jobs.queue import Job, ring_after_commit
 from metagov.outbox import repository
@@ -207,6 +215,19 @@ async def enable_endpoint(session: Session, driver: Driver) -> None:
     for partition in await repository.pending_partitions_of_driver(session, driver.id):
         ring_after_commit(session, Job.of("deliver", partition, key=f"deliver:{partition}:on"))
     await session.flush()
+
+
+async def disable_endpoint(session: Session, driver: Driver) -> None:
+    """Stop sending to the Driver's event URL, as a 410 would; its new deliveries wait (none is
+    lost) until :func:`enable_endpoint`."""
+    if driver.endpoint_disabled_at is None:
+        await repository.disable_endpoint(session, driver.id, utcnow())
+        await session.flush()
+
+
+async def failures(session: Session, delivery_id: int) -> list[DeliveryFailure]:
+    """A delivery's failed attempts, oldest first."""
+    return await repository.failures_of(session, delivery_id)
 
 
 async def backlog(session: Session) -> tuple[int, datetime | None]:

@@ -87,11 +87,17 @@ async def get_driver(session: Session, name: str) -> Driver:
 
 
 async def rotate_webhook_secret(
-    session: Session, box: SecretBox, driver: Driver, *, overlap: timedelta
+    session: Session,
+    box: SecretBox,
+    driver: Driver,
+    *,
+    overlap: timedelta,
+    secret: str | None = None,
 ) -> str:
-    """Give the Driver a new signing secret. For ``overlap``, events carry signatures under both
-    the old and the new secret, so the Driver can switch without missing a beat."""
-    secret = signing.generate_secret()
+    """Give the Driver a new signing secret (``secret``, or a random one). For ``overlap``,
+    events carry signatures under both the old and the new secret, so the Driver can switch
+    without missing a beat."""
+    secret = secret or signing.generate_secret()
     driver.previous_webhook_secret = driver.webhook_secret
     driver.previous_secret_expires_at = utcnow() + overlap
     driver.webhook_secret = box.encrypt_text(secret)
