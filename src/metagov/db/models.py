@@ -249,6 +249,9 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    # W3C ``traceparent`` of the work that recorded the event, when tracing is on: each attempt,
+    # whichever process makes it and however late, joins that trace.
+    trace_context: Mapped[str | None] = mapped_column(String(100), default=None)
 
 
 class InboundWebhook(Base):
@@ -291,6 +294,9 @@ class InboundWebhook(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     handled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # W3C ``traceparent`` of the request that stored it, when tracing is on: the job that
+    # handles it continues that trace.
+    trace_context: Mapped[str | None] = mapped_column(String(100), default=None)
 
 
 class TaskSchedule(Base):
@@ -314,3 +320,22 @@ class UsedOAuthState(Base):
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime]
+
+
+class WorkerHeartbeat(Base):
+    """A ``metagov worker`` process, as it last reported itself.
+
+    Kept in the database rather than in Redis so that every API process and ``metagov doctor``
+    see the same workers through the one connection they already have, and so that a Redis
+    outage (which workers ride out) does not also erase the evidence that they are alive.
+    """
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    # ``running``, ``redis unavailable`` (riding out an outage) or ``stopped``.
+    state: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -568,3 +568,19 @@ async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
         )
     ).one()
     return int(pending), oldest
+
+
+async def counts_by_driver(session: AsyncSession) -> dict[int, dict[str, int]]:
+    """Pending and dead deliveries per Driver (both targets), for ``metagov doctor``."""
+    rows = await session.execute(
+        select(Delivery.driver_id, Delivery.status, func.count())
+        .where(
+            Delivery.driver_id.is_not(None),
+            Delivery.status.in_([PENDING, DeliveryStatus.DEAD.value]),
+        )
+        .group_by(Delivery.driver_id, Delivery.status)
+    )
+    found: dict[int, dict[str, int]] = {}
+    for driver_id, status, count in rows.all():
+        found.setdefault(int(driver_id), {})[str(status)] = int(count)
+    return found

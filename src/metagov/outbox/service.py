@@ -205,3 +205,8 @@ async def enable_endpoint(session: AsyncSession, driver: Driver) -> None:
 async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
     """How many deliveries are pending, and when the oldest of them was created."""
     return await repository.backlog(session)
+
+
+async def counts_by_driver(session: AsyncSession) -> dict[int, dict[str, int]]:
+    """Pending and dead deliveries of each Driver, by Driver id and status."""
+    return await repository.counts_by_driver(session)
