@@ -32,6 +32,7 @@ from arq.jobs import serialize_job
 from arq.worker import Function, Worker, func
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from metagov import metrics
 from metagov.config import Settings
@@ -45,8 +46,9 @@ from metagov.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# What Redis going away looks like to its client.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# What Redis going away looks like to its client (a connection lost during a WATCH surfaces as a
+# WatchError).
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, WatchError, OSError)
 # Waits between attempts to reach Redis again: quick at first (a restart), then every 30 s.
 RECONNECT = Backoff(Backoff.exponential(0.2, cap=30.0).delays, jitter=0.2)
 
@@ -208,10 +210,10 @@ class GatewayWorker(Worker):
         self.state.redis_ok = False
         metrics.REDIS_AVAILABLE.set(0)
         log.warning(
-            "lost Redis at METAGOV_REDIS_URL (%s): %s; no job is taken until it is back, "
+            "lost Redis at METAGOV_REDIS_URL (%s): %s. No job is taken until it is back; "
             "retrying with backoff",
             shown_redis_url(self.redis_url),
-            str(exc) or type(exc).__name__,
+            (str(exc) or type(exc).__name__).rstrip("."),
         )
         began = time.monotonic()
         attempts = 0
@@ -222,6 +224,13 @@ class GatewayWorker(Worker):
         self.state.redis_ok = True
         metrics.REDIS_AVAILABLE.set(1)
         log.info("Redis is back after %.0f s; taking jobs again", time.monotonic() - began)
+
+    async def _sleep_until_tasks_complete(self) -> None:
+        # arq waits until its task list is empty, but only a poll of Redis empties it: during an
+        # outage a stopping worker would wait out its whole grace period for jobs long done.
+        running = [task for task in self.tasks.values() if not task.done()]
+        if running:
+            await asyncio.wait(running)
 
     def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
         self.state.stopping = True

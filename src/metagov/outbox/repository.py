@@ -582,5 +582,6 @@ async def counts_by_driver(session: AsyncSession) -> dict[int, dict[str, int]]:
     )
     found: dict[int, dict[str, int]] = {}
     for driver_id, status, count in rows.all():
-        found.setdefault(int(driver_id), {})[str(status)] = int(count)
+        if driver_id is not None:
+            found.setdefault(driver_id, {})[str(status)] = int(count)
     return found
