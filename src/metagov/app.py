@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from metagov import __version__
+from metagov import __version__, tracing
 from metagov.api import auth, communities, events, generated, health, hooks, plugins
-from metagov.api.middleware import AccessLog, BodySizeLimit, RejectNulCharacters
+from metagov.api.middleware import AccessLog, BodySizeLimit, RejectNulCharacters, TraceRequests
 from metagov.config import Settings
 from metagov.db import migrate
 from metagov.errors import install_error_handlers
@@ -94,11 +94,16 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own spans would follow whatever global provider a library set; the gateway
+        # traces through :mod:`metagov.tracing` alone, so that OTEL_* decide, and once.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
     app.add_middleware(RejectNulCharacters)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)
+    if tracing.enabled():  # outermost, so that the access log line carries the trace id
+        app.add_middleware(TraceRequests)
     app.include_router(health.router)
     app.include_router(hooks.router)
     app.include_router(auth.router)

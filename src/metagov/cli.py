@@ -70,8 +70,14 @@ def _run(make: Callable[[], Awaitable[T]], settings: Settings | None = None) -> 
 
 
 def _setup_logging(settings: Settings) -> None:
-    from metagov import logs
+    """Tracing first (the log lines then carry trace ids when it is on), then logging."""
+    from metagov import logs, tracing
 
+    try:
+        tracing.configure()
+    except tracing.TracingConfigError as exc:
+        _error(f"invalid setting {exc}")
+        raise typer.Exit(2) from None
     logs.configure(settings.log_level, settings.log_format)
 
 

@@ -93,6 +93,10 @@ def configure(level: str, fmt: str) -> None:
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(TextFormatter())
+    from metagov import tracing
+
+    if tracing.enabled():
+        handler.addFilter(tracing.TraceIds())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from metagov import tracing
 from metagov.cache import BoundedCache
 from metagov.config import Settings
 from metagov.crypto import SecretBox
@@ -80,6 +81,7 @@ class Runtime:
             timeout=httpx.Timeout(settings.http_timeout_seconds),
             follow_redirects=False,
             headers={"User-Agent": "metagov-gateway"},
+            transport=tracing.client_transport(),
         )
         try:
             yield cls(

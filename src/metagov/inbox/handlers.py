@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from metagov import tracing
 from metagov.db.base import utcnow
 from metagov.db.models import InboxStatus, PluginInstance
 from metagov.inbox import repository
@@ -78,7 +79,14 @@ async def handle(runtime: Runtime, inbox_id: int) -> bool:
 
 
 async def _handle(runtime: Runtime, claimed: Claimed) -> bool:
-    """Run everything one webhook calls for, then save it all at once; False if it failed."""
+    """Run everything one webhook calls for, then save it all at once; False if it failed. The
+    work continues the trace of the request that stored the webhook."""
+    attributes = {"metagov.plugin": claimed.plugin_name, "metagov.inbox_id": claimed.id}
+    with tracing.span("webhook.handle", parent=claimed.trace_context, attributes=attributes):
+        return await _handle_in_span(runtime, claimed)
+
+
+async def _handle_in_span(runtime: Runtime, claimed: Claimed) -> bool:
     spec = runtime.registry.get(claimed.plugin_name)
     request = WebhookRequest(headers=claimed.headers, body=claimed.body, query=claimed.query)
     held: list[processes.Held] = []

@@ -19,6 +19,7 @@ from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 from pydantic_core import PydanticUndefined
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from metagov import tracing
 from metagov.crypto import SecretBox
 from metagov.db.base import utcnow
 from metagov.db.models import Community, PluginInstance, ProcessStatus
@@ -366,7 +367,9 @@ async def perform_action(
     short transaction: nothing is held open while the plugin talks to its platform."""
     ensure_active(instance, spec.name)
     ctx = build_context(runtime, spec, community_slug, instance)
-    result = await call_plugin(spec, ctx, lambda: action.method(ctx, params))
+    attributes = {"metagov.community": community_slug, "metagov.plugin_instance": instance.id}
+    with tracing.span(f"action {spec.name}.{action.slug}", attributes=attributes):
+        result = await call_plugin(spec, ctx, lambda: action.method(ctx, params))
     if has_effects(ctx):
         async with runtime.unit_of_work() as session:
             await save_effects(session, runtime, instance, ctx)

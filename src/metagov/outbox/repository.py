@@ -97,6 +97,7 @@ _DELIVERY_COLUMNS = (
     "attempts",
     "next_attempt_at",
     "created_at",
+    "trace_context",
 )
 
 
@@ -156,6 +157,7 @@ def _record_statement() -> Select[Any]:
                 literal(0),
                 now,
                 now,
+                bindparam("trace_context", type_=Text()),
             )
             .select_from(event.join(numbered, true()))
             .where(*when)
@@ -208,6 +210,7 @@ def _delivery_row(
     target: DeliveryTarget,
     url: str,
     now: datetime,
+    trace_context: str | None,
 ) -> dict[str, Any]:
     return {
         "event_id": event_id,
@@ -221,6 +224,7 @@ def _delivery_row(
         "attempts": 0,
         "next_attempt_at": now,
         "created_at": now,
+        "trace_context": trace_context,
     }
 
 
@@ -231,6 +235,7 @@ async def record_event(
     callback_url: str | None,
     wants: Any,
     now: datetime,
+    trace_context: str | None = None,
 ) -> Recorded:
     """Number and store an event (``event`` holds its columns but ``seq``) with a delivery for
     its Driver, if ``wants(numbered)`` says the Driver's event URL should get it, and one for
@@ -239,8 +244,8 @@ async def record_event(
     the session's connection: nothing here needs the session's identity map."""
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
-        return await _record_in_one(conn, event, callback_url, wants, now)
-    return await _record_in_three(conn, event, callback_url, wants, now)
+        return await _record_in_one(conn, event, callback_url, wants, now, trace_context)
+    return await _record_in_three(conn, event, callback_url, wants, now, trace_context)
 
 
 async def _record_in_one(
@@ -249,6 +254,7 @@ async def _record_in_one(
     callback_url: str | None,
     wants: Any,
     now: datetime,
+    trace_context: str | None,
 ) -> Recorded:
     community_id = event["community_id"]
     callback_partition = partition_of(community_id, callback_url) if callback_url else None
@@ -257,6 +263,7 @@ async def _record_in_one(
         "now": now,
         "callback_url": callback_url,
         "callback_partition": callback_partition,
+        "trace_context": trace_context,
     }
     row = (await conn.execute(_RECORD, params)).one()
     made = []
@@ -265,7 +272,14 @@ async def _record_in_one(
         made.append(row.driver_partition)
     elif row.event_url and wants(numbered):
         driver = _delivery_row(
-            row.id, community_id, row.driver_id, row.seq, DeliveryTarget.DRIVER, row.event_url, now
+            row.id,
+            community_id,
+            row.driver_id,
+            row.seq,
+            DeliveryTarget.DRIVER,
+            row.event_url,
+            now,
+            trace_context,
         )
         await conn.execute(_INSERT_DELIVERY, [driver])
         made.append(driver["partition"])
@@ -280,6 +294,7 @@ async def _record_in_three(
     callback_url: str | None,
     wants: Any,
     now: datetime,
+    trace_context: str | None,
 ) -> Recorded:
     community_id = event["community_id"]
     row = (await conn.execute(_NUMBER, {"community_id": community_id})).one()
@@ -296,7 +311,16 @@ async def _record_in_three(
     if not targets:
         return Recorded(event_id, numbered.seq, [])
     made = [
-        _delivery_row(event_id, community_id, numbered.driver_id, numbered.seq, target, url, now)
+        _delivery_row(
+            event_id,
+            community_id,
+            numbered.driver_id,
+            numbered.seq,
+            target,
+            url,
+            now,
+            trace_context,
+        )
         for target, url in targets
     ]
     await conn.execute(_INSERT_DELIVERY, made)
@@ -385,12 +409,12 @@ def _head_of_partition(*, excluding: ColumnElement[int] | None = None) -> Column
 
 _CLAIM = _claim_statement(_head_of_partition(), "lease")
 _CLAIM_FOR_ATTEMPT = _CLAIM.where(*_WITH_EVENT).returning(
-    Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT
+    Delivery.id, Delivery.partition, Delivery.url, Delivery.trace_context, *_ATTEMPT
 )
 _CLAIM_ID = _CLAIM.returning(Delivery.id)
-_ATTEMPT_OF = select(Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT).where(
-    Delivery.id == bindparam("id"), Driver.id == Delivery.driver_id, *_WITH_EVENT
-)
+_ATTEMPT_OF = select(
+    Delivery.id, Delivery.partition, Delivery.url, Delivery.trace_context, *_ATTEMPT
+).where(Delivery.id == bindparam("id"), Driver.id == Delivery.driver_id, *_WITH_EVENT)
 # Bind names must differ from the updated table's columns.
 _HELD = (
     Delivery.id == bindparam("delivery_id"),
@@ -426,7 +450,7 @@ def _succeed_and_claim_next() -> Select[Any]:
     claimed = (
         _claim_statement(head, "next_lease")
         .where(exists(select(done.c.id)), *_WITH_EVENT)
-        .returning(Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT)
+        .returning(Delivery.id, Delivery.partition, Delivery.url, Delivery.trace_context, *_ATTEMPT)
         .cte("claimed")
     )
     return select(done.c.id.label("done_id"), claimed).select_from(done.outerjoin(claimed, true()))

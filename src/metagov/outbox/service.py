@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from metagov import tracing
 from metagov.db.base import utcnow
 from metagov.db.models import Community, Delivery, DeliveryStatus, Driver, Event, Process
 from metagov.errors import NotFound
@@ -76,6 +77,7 @@ async def record_event(
         callback_url=callback_url or None,
         wants=lambda numbered: subscribed(numbered.subscribed_event_types, event_type),
         now=utcnow(),
+        trace_context=tracing.current_traceparent(),
     )
     log.debug(
         "event recorded",
