@@ -4,7 +4,7 @@
 stores ``n`` inbox rows each way, one at a time on a pooled connection, printing the CPU time
 per row of this process (PostgreSQL's own time is not counted):
 
-- ``gateway``: what the webhook route runs (``metagov.services.webhooks``) once it knows the
+- ``gateway``: what the webhook route runs (``metagov.inbox.repository``) once it knows the
   instance: one prebuilt SQLAlchemy Core ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``
   that stores the webhook only if the instance is still current, in autocommit;
 - ``lookup + insert``: the shape the route had before, a transaction with the joined instance
@@ -27,13 +27,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-from metagov.services import webhooks
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from metagov.db import migrate
 from metagov.db.base import utcnow
 from metagov.db.engine import single_statement
 from metagov.db.models import Community, Driver, PluginInstance
+from metagov.inbox import repository as webhooks
 
 RAW_INSERT = """
 INSERT INTO inbound_webhooks
@@ -90,11 +90,14 @@ def _ways(
         params = {
             "dedupe": values["dedupe_key"],
             "platform_id": "",
+            "sender_key": webhooks.instance_sender(target.id),
             "request_headers": HEADERS,
+            "request_query": {},
             "request_body": BODY,
             "now": values["received_at"],
+            "trace_context": None,
             "instance_id": target.id,
-            "updated_at": target.updated_at,
+            "config_version": target.config_version,
             "slug": "bench",
             "instances": 1,
         }

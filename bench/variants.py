@@ -62,7 +62,7 @@ def inline_deps() -> None:
 
 
 def cache_config() -> None:
-    from metagov.services import plugins
+    from metagov.instances import service as plugins
 
     original = plugins.load_config
     cache: dict[tuple[int, Any, str], Any] = {}

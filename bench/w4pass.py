@@ -3,7 +3,7 @@
 
 It opens a :class:`metagov.runtime.Runtime` exactly as the worker does (with the queue left a
 ``NullQueue``: doorbells are not needed, nothing is delivered) and calls the scheduler's service
-code, :func:`metagov.services.processes.run_due_processes`, until a pass closes nothing. Each call
+code, :func:`metagov.processes.handlers.run_due_processes`, until a pass closes nothing. Each call
 handles at most the 500 processes ``due_process_ids`` returns, so closing 10,000 takes 20 calls;
 their sum is "the pass".
 """
@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metagov.services.processes import run_due_processes
-
 from metagov.config import Settings
+from metagov.processes.handlers import run_due_processes
 from metagov.runtime import Runtime
 
 
@@ -36,7 +35,7 @@ async def amain() -> dict[str, Any]:
     settings = Settings(_env_file=None)
     async with Runtime.open(settings) as runtime:
         # Warm up imports, the pool and the statement cache without closing anything.
-        from metagov.services.processes import due_process_ids
+        from metagov.processes.service import due_process_ids
 
         await due_process_ids(runtime, limit=1)
         before = _memory_kb()
