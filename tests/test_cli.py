@@ -191,3 +191,14 @@ def test_driver_names_are_validated(env: dict[str, str]) -> None:
         assert "invalid Driver name" in out
     assert run("drivers", "list")[1] == ""
     assert run("drivers", "create", "policy.kit_2-b")[0] == 0
+
+
+def test_tracing_that_cannot_be_honoured_is_one_line(tmp_path: Path) -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+    done = metagov("serve", env=env, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("metagov: invalid setting OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc'"), line

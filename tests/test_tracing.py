@@ -237,3 +237,12 @@ def test_off_by_default_nothing_is_loaded(tmp_path: Any) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_off_is_one_shared_no_op() -> None:
+    """What ``python -m bench.tracing`` times: with tracing off, every hook returns at once, the
+    same no-op context each time, and nothing is stored with a row."""
+    assert not tracing.enabled()
+    assert tracing.span("a", attributes={"x": 1}) is tracing.span("b", parent="00-x-y-01")
+    assert tracing.current_traceparent() is None
+    assert tracing.client_transport() is None
