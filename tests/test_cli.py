@@ -202,3 +202,14 @@ def test_tracing_that_cannot_be_honoured_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()
     assert line.startswith("metagov: invalid setting OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc'"), line
+
+
+def test_worker_refuses_a_database_without_the_schema(tmp_path: Path) -> None:
+    env = {
+        "METAGOV_DATABASE_URL": f"sqlite:///{tmp_path}/empty.db",
+        "METAGOV_REDIS_URL": "redis://127.0.0.1:6379/5",
+    }
+    done = metagov("worker", env=env, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "run `metagov db upgrade` first (workers never migrate)" in done.stderr
+    assert "Traceback" not in done.stderr

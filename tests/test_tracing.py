@@ -116,7 +116,6 @@ async def test_one_trace_from_webhook_to_delivery(
     assert post.attributes["server.address"] == "driver.example"
     assert post.attributes["http.response.status_code"] == 204
     assert "url.full" not in post.attributes, "a URL may hold a token"
-    assert attempt.attributes is not None and attempt.attributes["metagov.webhook_id"] == "evt_1"
 
     async with runtime.db.snapshot() as session:
         [stored] = (await session.scalars(select(InboundWebhook.trace_context))).all()
@@ -125,6 +124,8 @@ async def test_one_trace_from_webhook_to_delivery(
     assert delivery == traceparent_of(handle)
 
     [call] = driver.calls
+    assert attempt.attributes is not None
+    assert attempt.attributes["metagov.webhook_id"] == call.request.headers["webhook-id"]
     sent = call.request.headers["traceparent"]
     assert sent == traceparent_of(post), "the Driver can continue the trace"
 

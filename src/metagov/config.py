@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from metagov.db.urls import normalize_database_url
 
 # A well-known key so that a newcomer's gateway can store plugin secrets with zero configuration.
 # It is public, so anything encrypted with it is not protected: production refuses to start with it.
@@ -20,40 +20,12 @@ DEVELOPMENT_SECRET_KEY = "bWV0YWdvdi1kZXZlbG9wbWVudC1rZXktbm90LXNlY3I="  # noqa:
 
 
 ENV_PREFIX = "METAGOV_"
-# The async drivers the gateway runs on, by backend; a URL without a driver gets this one.
-_ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
 
 
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
-
-
-def normalize_database_url(value: str) -> str:
-    """The async URL for ``value``: ``postgresql://`` and ``sqlite://`` (what most tools print)
-    get the async driver the gateway runs on; another driver or database is refused here, in
-    one sentence, rather than as an import error deep in SQLAlchemy."""
-    try:
-        url = make_url(value)
-    except ArgumentError:
-        raise ValueError(
-            "not a database URL; expected postgresql://user:password@host:5432/db "
-            "or sqlite:///./metagov.db"
-        ) from None
-    backend, _, driver = url.drivername.partition("+")
-    if backend == "postgres":  # Heroku's and libpq's alias
-        backend = "postgresql"
-    wanted = _ASYNC_DRIVERS.get(backend)
-    if wanted is None:
-        raise ValueError(
-            f"database {backend!r} is not supported; use postgresql:// or sqlite:///"
-        ) from None
-    if driver and driver != wanted:
-        raise ValueError(
-            f"driver {driver!r} is not supported; use {backend}+{wanted}:// (or plain {backend}://)"
-        )
-    return url.set(drivername=f"{backend}+{wanted}").render_as_string(hide_password=False)
 
 
 def check_redis_url(value: str) -> str:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
-
 from metagov.config import Settings
+from metagov.db import probe
 from metagov.db.engine import Database
+from metagov.db.urls import shown_database_url
 
 # How long a start-up check waits for a server that does not answer.
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -25,8 +23,7 @@ class StartupError(Exception):
     """What stops a process from starting, as one sentence for the operator."""
 
 
-def shown_database_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+__all__ = ["StartupError", "shown_database_url"]
 
 
 def shown_redis_url(url: str) -> str:
@@ -40,12 +37,11 @@ def shown_redis_url(url: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     """The cause of a connection failure in a few words: a driver's message, or the OS's."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        exc = exc.orig
+    exc = probe.driver_error(exc)
     if isinstance(exc, TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT_SECONDS:g} s"
-    text_ = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text_.removeprefix("(sqlalchemy.dialects.postgresql.asyncpg.Error) ")
+    said = str(exc).strip()
+    return said.splitlines()[0] if said else type(exc).__name__
 
 
 def database_error(settings: Settings, exc: BaseException) -> StartupError:
@@ -67,23 +63,19 @@ def is_connection_failure(exc: BaseException) -> bool:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return isinstance(
-        exc, OSError | TimeoutError | DBAPIError | RedisConnectionError | RedisTimeoutError
+    return probe.is_database_error(exc) or isinstance(
+        exc, OSError | TimeoutError | RedisConnectionError | RedisTimeoutError
     )
 
 
 async def check_database(settings: Settings) -> None:
     """Open a connection and run one query; :class:`StartupError` if that fails."""
-    db = Database(settings.database_url, pool_size=1, max_overflow=0)
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS), db.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await probe.ping(settings.database_url, CONNECT_TIMEOUT_SECONDS)
     except Exception as exc:
         if is_connection_failure(exc):
             raise database_error(settings, exc) from None
         raise
-    finally:
-        await db.dispose()
 
 
 async def ping_redis(url: str) -> None:
@@ -118,5 +110,19 @@ async def check_serve(settings: Settings) -> None:
 
 
 async def check_worker(settings: Settings) -> None:
+    """A worker needs the schema of its own version too: it never migrates, and its first job
+    (or its heartbeat) would fail on a table it does not find."""
+    from metagov.db import migrate
+
     await check_database(settings)
     await check_redis(settings)
+    db = Database(settings.database_url, pool_size=1, max_overflow=0)
+    try:
+        current = await migrate.schema_is_current(db.engine)
+    finally:
+        await db.dispose()
+    if not current:
+        raise StartupError(
+            "the database at METAGOV_DATABASE_URL is not at this version's schema: "
+            "run `metagov db upgrade` first (workers never migrate)"
+        )

@@ -18,12 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from metagov import metrics
 from metagov.config import Settings
 from metagov.db.base import utcnow
-from metagov.db.engine import Database
+from metagov.db.engine import Database, Session
 from metagov.health import repository
 
 log = logging.getLogger(__name__)
@@ -56,7 +54,7 @@ class WorkerStatus:
 
 
 async def worker_status(
-    session: AsyncSession, settings: Settings, now: datetime | None = None
+    session: Session, settings: Settings, now: datetime | None = None
 ) -> WorkerStatus:
     now = now or utcnow()
     since = now - timedelta(seconds=settings.worker_stale_seconds)
