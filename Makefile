@@ -18,16 +18,20 @@ $(BIN)/python:
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python ## Install metagov and its test tools into .venv, at the locked versions
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+install: $(BIN)/python ## Install metagov, its test tools and the Driver client into .venv, at the locked versions
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]' -e clients/python
 
 run: install ## Run the gateway; HOST= and PORT= choose where (default 127.0.0.1 and 8000)
 	$(BIN)/metagov serve --host $(HOST) --port $(PORT)
 
+LINTED := src tests migrations bench clients/python examples/driver
+
 lint: install ## ruff (lint and format check) and mypy
-	$(BIN)/ruff check src tests migrations bench
-	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+	cd clients/python && $(CURDIR)/$(BIN)/mypy
+	cd examples/driver && $(CURDIR)/$(BIN)/mypy
 
 test: lint ## The linters, then every test on SQLite and PostgreSQL (about 7 minutes)
 	$(BIN)/python -m pytest
@@ -44,11 +48,11 @@ bench-quick: install ## The quick benchmark alone (under a minute)
 	$(BIN)/python -m bench --quick
 
 format: install ## Format and fix what ruff can
-	$(BIN)/ruff format src tests migrations bench
-	$(BIN)/ruff check --fix src tests migrations bench
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 lock: $(BIN)/python ## Re-resolve the dependencies and write constraints.txt from the result
-	$(BIN)/python -m pip install --quiet --upgrade -e '.[test]' hatchling
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[test]' -e clients/python hatchling
 	@{ echo "# Every package metagov, its extras (otel, test) and its build backend install, at the"; \
 	   echo "# versions the test suite last passed with. Written by \`make lock\`; used by"; \
 	   echo "# \`make install\`, the Dockerfile and CI. Do not edit by hand."; \

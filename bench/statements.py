@@ -33,13 +33,15 @@ from metagov.db import migrate
 from metagov.db.base import utcnow
 from metagov.db.engine import single_statement
 from metagov.db.models import Community, Driver, PluginInstance
-from metagov.inbox import repository as webhooks
+from metagov.inbox import repository
+from metagov.inbox.repository import Target
 
 RAW_INSERT = """
 INSERT INTO inbound_webhooks
-    (plugin_name, dedupe_key, community_id, plugin_instance_id, community_platform_id, headers,
-     body, status, attempts, next_attempt_at, received_at)
-VALUES ('webhook', $1, NULL, NULL, NULL, $2::json, $3, 'pending', 0, $4, $4)
+    (plugin_name, dedupe_key, community_id, plugin_instance_id, community_platform_id, sender,
+     headers, query, body, status, attempts, next_attempt_at, received_at)
+VALUES ('webhook', $1, NULL, NULL, NULL, 'pbench:', $2::json, '{}'::json, $3, 'pending', 0, $4,
+        $4)
 ON CONFLICT (plugin_name, dedupe_key) DO NOTHING
 RETURNING id
 """
@@ -55,7 +57,9 @@ def _values(n: int) -> dict[str, Any]:
         "community_id": None,
         "plugin_instance_id": None,
         "community_platform_id": None,
+        "sender": "pbench:",
         "headers": HEADERS,
+        "query": {},
         "body": BODY,
         "status": "pending",
         "attempts": 0,
@@ -64,7 +68,7 @@ def _values(n: int) -> dict[str, Any]:
     }
 
 
-async def _instance(engine: AsyncEngine) -> webhooks.Target:
+async def _instance(engine: AsyncEngine) -> Target:
     """A community with one ``webhook`` instance, for the gateway's statement to store against."""
     async with AsyncSession(engine) as session, session.begin():
         driver = Driver(name="bench", api_key_hash="x" * 64)
@@ -75,22 +79,18 @@ async def _instance(engine: AsyncEngine) -> webhooks.Target:
         await session.flush()
         session.add(PluginInstance(community_id=community.id, name="webhook"))
     async with engine.connect() as conn:
-        rows = (await conn.execute(webhooks._TARGETS, {"slug": "bench", "plugin": "webhook"})).all()
-    return webhooks.Target(*rows[0])
+        targets = await repository.load_targets(conn, "bench", "webhook")
+    assert targets
+    return targets[0]
 
 
-def _ways(
-    engine: AsyncEngine, target: webhooks.Target
-) -> dict[str, Callable[[int], Awaitable[None]]]:
-    insert = webhooks._INSERTS["postgresql"]
-    checked = webhooks._INSERTS_IF_CURRENT["postgresql"]
-
+def _ways(engine: AsyncEngine, target: Target) -> dict[str, Callable[[int], Awaitable[None]]]:
     async def gateway(n: int) -> None:
         values = _values(n)
         params = {
             "dedupe": values["dedupe_key"],
             "platform_id": "",
-            "sender_key": webhooks.instance_sender(target.id),
+            "sender_key": f"i{target.id}",
             "request_headers": HEADERS,
             "request_query": {},
             "request_body": BODY,
@@ -102,12 +102,12 @@ def _ways(
             "instances": 1,
         }
         async with single_statement(engine) as conn:
-            assert await conn.scalar(checked, params) is not None
+            assert await repository.insert_for_instance(conn, params) is not None
 
     async def lookup_insert(n: int) -> None:
         async with engine.begin() as conn:
-            await conn.execute(webhooks._TARGETS, {"slug": "bench", "plugin": "webhook"})
-            await conn.scalar(insert, _values(n))
+            await repository.load_targets(conn, "bench", "webhook")
+            await repository.insert_for_tenant(conn, _values(n))
 
     async def raw_asyncpg(n: int) -> None:
         async with engine.connect() as conn:

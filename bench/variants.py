@@ -1,17 +1,11 @@
 """What-if runs: the ``metagov`` command with one or more suggested fixes applied as monkeypatches,
 to measure a fix before anyone changes ``src/``. Nothing here is used by a normal bench run.
 
-``python -m bench.variants pool,noping,inline-deps -- serve --port 8000``
+``python -m bench.variants pool,lifo,inline-deps -- serve --port 8000``
 
-- ``pool``: a connection pool as large as the load (``pool_size=20, max_overflow=20``) instead of
-  SQLAlchemy's default 5 + 10, whose overflow connections are closed on return and reopened on the
-  next checkout (a new PostgreSQL backend per burst);
-- ``noping``: no ``pool_pre_ping``, which costs three round trips (``BEGIN; ;  ROLLBACK``) per
-  checkout with asyncpg;
+- ``pool``: a connection pool as large as the load (``pool_size=20, max_overflow=20``);
 - ``inline-deps``: FastAPI runs sync dependencies (``get_runtime``, ``_community_header``) inline
   instead of in the thread pool: the effect of declaring them ``async def``;
-- ``cache-config``: ``load_config`` (Fernet decryption + pydantic validation of a plugin
-  instance's config) cached per instance and ``updated_at``;
 - ``quiet``: no per-request or per-job INFO lines (the access log, httpx's "HTTP Request", arq's
   job start and end lines);
 - ``uvloop``: uvloop's event loop (the worker uses asyncio's; ``metagov serve`` already has uvloop);
@@ -48,10 +42,6 @@ def lifo() -> None:
     _engine_kwargs(pool_use_lifo=True)
 
 
-def noping() -> None:
-    _engine_kwargs(pool_pre_ping=False)
-
-
 def inline_deps() -> None:
     import fastapi.dependencies.utils as utils
 
@@ -59,22 +49,6 @@ def inline_deps() -> None:
         return func(*args, **kwargs)
 
     setattr(utils, "run_in_threadpool", inline)  # noqa: B010
-
-
-def cache_config() -> None:
-    from metagov.instances import service as plugins
-
-    original = plugins.load_config
-    cache: dict[tuple[int, Any, str], Any] = {}
-
-    def load_config(runtime: Any, spec: Any, instance: Any) -> Any:
-        key = (instance.id, instance.updated_at, instance.secrets or "")
-        found = cache.get(key)
-        if found is None:
-            found = cache[key] = original(runtime, spec, instance)
-        return found
-
-    setattr(plugins, "load_config", load_config)  # noqa: B010
 
 
 def quiet() -> None:
@@ -116,10 +90,8 @@ def cprofile() -> None:
 
 PATCHES = {
     "pool": pool,
-    "noping": noping,
     "lifo": lifo,
     "inline-deps": inline_deps,
-    "cache-config": cache_config,
     "quiet": quiet,
     "uvloop": use_uvloop,
     "cprofile": cprofile,

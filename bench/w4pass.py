@@ -19,6 +19,7 @@ from typing import Any
 
 from metagov.config import Settings
 from metagov.processes.handlers import run_due_processes
+from metagov.processes.service import due_process_ids
 from metagov.runtime import Runtime
 
 
@@ -35,8 +36,6 @@ async def amain() -> dict[str, Any]:
     settings = Settings(_env_file=None)
     async with Runtime.open(settings) as runtime:
         # Warm up imports, the pool and the statement cache without closing anything.
-        from metagov.processes.service import due_process_ids
-
         await due_process_ids(runtime, limit=1)
         before = _memory_kb()
         cpu0, t0 = time.process_time(), time.perf_counter()

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from metagov import __version__, tracing
-from metagov.api import auth, communities, events, generated, health, hooks, plugins
+from metagov.api import auth, communities, events, generated, health, hooks, openapi, plugins
 from metagov.api.middleware import AccessLog, BodySizeLimit, RejectNulCharacters, TraceRequests
 from metagov.config import Settings
 from metagov.db import migrate
@@ -99,6 +99,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
+    openapi.install(app)
     app.add_middleware(RejectNulCharacters)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)

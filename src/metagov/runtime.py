@@ -15,13 +15,12 @@ from typing import Any
 
 import httpx
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov import tracing
 from metagov.cache import BoundedCache
 from metagov.config import Settings
 from metagov.crypto import SecretBox
-from metagov.db.engine import Database
+from metagov.db.engine import Database, Session
 from metagov.jobs.queue import JobQueue, NullQueue, send_doorbells, take_doorbells
 from metagov.plugins.registry import PluginRegistry
 
@@ -55,7 +54,7 @@ class Runtime:
     caches: Caches = field(default_factory=Caches)
 
     @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+    async def unit_of_work(self) -> AsyncIterator[Session]:
         """A write transaction, committed on exit; the doorbells rung in it are sent after the
         commit (never if it rolls back)."""
         async with self.db.transaction() as session:

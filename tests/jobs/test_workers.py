@@ -59,6 +59,8 @@ from tests.conftest import (
 from tests.receiver import DriverReceiver, Received
 
 REDIS_URL = os.environ.get("METAGOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+# They share one Redis database: with parallel test processes, one process runs them all.
+pytestmark = pytest.mark.xdist_group("redis")
 LUCKY = "/api/internal/action/randomness.set-lucky-number"
 VOTE = "/api/internal/process/randomness.delayed-stochastic-vote"
 RETRY_SCHEDULE = [0.2] * 8

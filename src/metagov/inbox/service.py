@@ -13,10 +13,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from metagov import metrics, tracing
 from metagov.db.base import utcnow
+from metagov.db.engine import Session
 from metagov.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
 from metagov.inbox import repository
 from metagov.inbox.repository import Target, instance_sender, tenant_sender
@@ -226,5 +225,5 @@ async def _receive_for_platform(
     return accepted, None if inserted is None else (sender, inserted)
 
 
-async def pending_count(session: AsyncSession) -> int:
+async def pending_count(session: Session) -> int:
     return await repository.pending_count(session)

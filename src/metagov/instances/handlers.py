@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from metagov.db.base import utcnow
+from metagov.db.engine import Session
 from metagov.db.models import Community
 from metagov.instances import repository
 from metagov.instances.service import build_context, call_plugin, has_effects, save_effects
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 async def due_tasks(
-    session: AsyncSession, registry: PluginRegistry, now: datetime
+    session: Session, registry: PluginRegistry, now: datetime
 ) -> list[tuple[int, str]]:
     """(instance id, task name) pairs due to run; creates schedules for new instances."""
     with_tasks = [spec.name for spec in registry if spec.tasks]

@@ -17,11 +17,11 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 from pydantic_core import PydanticUndefined
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov import tracing
 from metagov.crypto import SecretBox
 from metagov.db.base import utcnow
+from metagov.db.engine import Session
 from metagov.db.models import Community, PluginInstance, ProcessStatus
 from metagov.errors import AmbiguousPlugin, Conflict, InvalidInput, NotFound
 from metagov.instances import repository
@@ -267,7 +267,7 @@ def has_effects(ctx: PluginContext[Any]) -> bool:
 
 
 async def save_effects(
-    session: AsyncSession, runtime: Runtime, instance: PluginInstance, ctx: PluginContext[Any]
+    session: Session, runtime: Runtime, instance: PluginInstance, ctx: PluginContext[Any]
 ) -> bool:
     """Persist what a plugin call did: its state changes, refreshed credentials, the events it
     emitted, a suspension, and a request to disable the instance. Returns whether the instance
@@ -333,7 +333,7 @@ def _instance_data(instance: PluginInstance, plugin: str) -> dict[str, Any]:
 
 
 async def _suspend_or_resume(
-    session: AsyncSession, instance: PluginInstance, plugin: str, suspend: bool, reason: str
+    session: Session, instance: PluginInstance, plugin: str, suspend: bool, reason: str
 ) -> None:
     """Suspend or resume ``instance``; the Driver hears of it only when it changes."""
     if suspend == (instance.suspended_at is not None):
@@ -444,7 +444,7 @@ async def prepare(
 
 
 async def save(
-    session: AsyncSession, runtime: Runtime, community: Community, prepared: Prepared
+    session: Session, runtime: Runtime, community: Community, prepared: Prepared
 ) -> Enabled:
     """Store a prepared config: insert the new instance, or update the existing one if nobody
     changed its config since it was read (409 otherwise); then save what ``initialize`` did."""
@@ -541,7 +541,7 @@ async def reconfigure_instance(
 
 
 async def get_instance(
-    session: AsyncSession, community: Community, name: str, instance_id: int
+    session: Session, community: Community, name: str, instance_id: int
 ) -> PluginInstance:
     instance = await repository.get(session, community.id, name, instance_id)
     if instance is None:
@@ -549,15 +549,15 @@ async def get_instance(
     return instance
 
 
-async def list_instances(session: AsyncSession, community_id: int) -> list[PluginInstance]:
+async def list_instances(session: Session, community_id: int) -> list[PluginInstance]:
     return await repository.all_of_community(session, community_id)
 
 
-async def instances_of(session: AsyncSession, community_id: int, name: str) -> list[PluginInstance]:
+async def instances_of(session: Session, community_id: int, name: str) -> list[PluginInstance]:
     return await repository.instances_of(session, community_id, name)
 
 
-async def disable_instance(session: AsyncSession, instance: PluginInstance) -> None:
+async def disable_instance(session: Session, instance: PluginInstance) -> None:
     """Remove an instance. Its processes that are still open are cancelled, not silently lost
     (a hook running on one of them then finds its lease gone and saves nothing)."""
     community = await session.get_one(Community, instance.community_id)
@@ -571,7 +571,7 @@ async def disable_instance(session: AsyncSession, instance: PluginInstance) -> N
 
 
 async def disable_by_id(
-    session: AsyncSession, community: Community, name: str, instance_id: int
+    session: Session, community: Community, name: str, instance_id: int
 ) -> None:
     found = await repository.get(session, community.id, name, instance_id, lock=True)
     if found is None:
@@ -579,7 +579,7 @@ async def disable_by_id(
     await disable_instance(session, found)
 
 
-async def rotate_secrets(session: AsyncSession, box: SecretBox) -> int:
+async def rotate_secrets(session: Session, box: SecretBox) -> int:
     """Re-encrypt everything encrypted at rest (plugin secrets and Drivers' signing secrets)
     under the newest key; returns how many rows were."""
     count = 0

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from metagov.db.engine import Session
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +129,12 @@ class LocalQueue:
         self._running.clear()
 
 
-def ring_after_commit(session: AsyncSession, job: Job) -> None:
+def ring_after_commit(session: Session, job: Job) -> None:
     """Send ``job`` once the session's transaction commits (never if it rolls back)."""
     session.info.setdefault("doorbells", {})[job.key] = job
 
 
-def take_doorbells(session: AsyncSession, name: str | None = None) -> list[Job]:
+def take_doorbells(session: Session, name: str | None = None) -> list[Job]:
     """Withdraw the doorbells (named ``name``, or all) rung so far in ``session``: for a caller
     that sends them itself after the commit, or does their work itself instead."""
     rung: dict[str, Job] = session.info.get("doorbells", {})

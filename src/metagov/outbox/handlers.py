@@ -19,10 +19,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import httpx
-from sqlalchemy import Row
 
 from metagov import metrics, signing, tracing
 from metagov.db.base import utcnow
@@ -102,7 +100,9 @@ async def claim_head(runtime: Runtime, partition: str, now: datetime | None = No
     return None if row is None else _claim_of(runtime, row, lease, now)
 
 
-def _claim_of(runtime: Runtime, row: Row[Any], lease: datetime, now: datetime) -> Claim:
+def _claim_of(
+    runtime: Runtime, row: repository.AttemptRow, lease: datetime, now: datetime
+) -> Claim:
     """The attempt a claiming statement's returned row describes."""
     event = Event(
         id=row.event_id,

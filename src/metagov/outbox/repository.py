@@ -47,6 +47,8 @@ from metagov.db.models import (
 )
 
 PENDING = DeliveryStatus.PENDING.value
+# A claimed delivery with its event, community slug and Driver secrets (see ``_ATTEMPT``).
+AttemptRow = Row[Any]
 
 
 def partition_of(community_id: int, url: str) -> str:
@@ -461,7 +463,7 @@ _SUCCEED_AND_CLAIM_NEXT = _succeed_and_claim_next()
 
 async def claim_head(
     conn: AsyncConnection, partition: str, now: datetime, lease: datetime
-) -> Row[Any] | None:
+) -> AttemptRow | None:
     """Lease the partition's oldest pending delivery if it is due and nobody holds it; the row
     holds everything the attempt needs. On PostgreSQL that is one statement; SQLite's RETURNING
     cannot name the other tables of an UPDATE … FROM, so there a second statement reads them."""
@@ -477,7 +479,7 @@ class Success:
     """A success recorded (or not: the lease was lost), with the next head if one was claimed."""
 
     recorded: bool
-    next: Row[Any] | None = None
+    next: AttemptRow | None = None
     next_lease: datetime | None = None
 
 

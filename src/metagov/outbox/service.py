@@ -15,10 +15,9 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from metagov import tracing
 from metagov.db.base import utcnow
+from metagov.db.engine import Session
 from metagov.db.models import Community, Delivery, DeliveryStatus, Driver, Event, Process
 from metagov.errors import NotFound
 from metagov.jobs.queue import Job, ring_after_commit
@@ -50,7 +49,7 @@ def subscribed(patterns: Sequence[str] | None, event_type: str) -> bool:
 
 
 async def record_event(
-    session: AsyncSession,
+    session: Session,
     community_id: int,
     *,
     source: str,
@@ -93,7 +92,7 @@ async def record_event(
     return recorded.event_id
 
 
-async def record_process_event(session: AsyncSession, community_slug: str, process: Process) -> int:
+async def record_process_event(session: Session, community_slug: str, process: Process) -> int:
     """Tell the Driver (and the process's callback URL) that a process changed.
 
     The type says what happened: ``process.completed``, ``process.failed``,
@@ -126,7 +125,7 @@ def envelope(event: Event, community_slug: str) -> dict[str, Any]:
 
 
 async def list_events(
-    session: AsyncSession,
+    session: Session,
     driver: Driver,
     *,
     community: Community | None = None,
@@ -145,7 +144,7 @@ async def list_events(
 
 
 async def set_subscriptions(
-    session: AsyncSession, community: Community, patterns: list[str] | None
+    session: Session, community: Community, patterns: list[str] | None
 ) -> None:
     """Choose the event types of ``community`` its Driver's event URL receives (None: all)."""
     community = await session.merge(community)
@@ -154,7 +153,7 @@ async def set_subscriptions(
 
 
 async def list_deliveries(
-    session: AsyncSession,
+    session: Session,
     *,
     driver: Driver | None = None,
     status: str | None = None,
@@ -166,7 +165,7 @@ async def list_deliveries(
 
 
 async def replay(
-    session: AsyncSession,
+    session: Session,
     *,
     driver: Driver | None = None,
     delivery_id: int | None = None,
@@ -196,7 +195,7 @@ async def replay(
     return found
 
 
-async def enable_endpoint(session: AsyncSession, driver: Driver) -> None:
+async def enable_endpoint(session: Session, driver: Driver) -> None:
     """Re-enable a Driver endpoint disabled by a 410; its waiting deliveries go out again."""
     driver.endpoint_disabled_at = None
     for partition in await repository.pending_partitions_of_driver(session, driver.id):
@@ -204,11 +203,11 @@ async def enable_endpoint(session: AsyncSession, driver: Driver) -> None:
     await session.flush()
 
 
-async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+async def backlog(session: Session) -> tuple[int, datetime | None]:
     """How many deliveries are pending, and when the oldest of them was created."""
     return await repository.backlog(session)
 
 
-async def counts_by_driver(session: AsyncSession) -> dict[int, dict[str, int]]:
+async def counts_by_driver(session: Session) -> dict[int, dict[str, int]]:
     """Pending and dead deliveries of each Driver, by Driver id and status."""
     return await repository.counts_by_driver(session)

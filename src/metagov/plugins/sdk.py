@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, urlencode
 import httpx
 from pydantic import BaseModel, SecretBytes, SecretStr
 
+from metagov import signing
 from metagov.errors import PluginError, RateLimited, UpstreamError
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "WebhookScope",
     "action",
     "check_url_token",
+    "signing",
     "task",
 ]
 

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from metagov import tracing
 from metagov.db.base import utcnow
+from metagov.db.engine import Session
 from metagov.db.models import Community, PluginInstance, Process, ProcessStatus
 from metagov.errors import Conflict, NotFound
 from metagov.instances import service as instances
@@ -219,7 +219,7 @@ async def _call_hook(
     return default
 
 
-async def apply(session: AsyncSession, runtime: Runtime, ran: Ran) -> Process | None:
+async def apply(session: Session, runtime: Runtime, ran: Ran) -> Process | None:
     """Save what a hook recorded onto its process, changing status through the rules, and record
     a process event if the outcome changed or the process ended; release the lease. None if the
     lease was lost meanwhile (nothing is saved then)."""
@@ -341,7 +341,7 @@ async def start_process(
 
 
 async def get_process(
-    session: AsyncSession, community: Community, plugin_name: str, slug: str, process_id: int
+    session: Session, community: Community, plugin_name: str, slug: str, process_id: int
 ) -> Process:
     process = await repository.find(session, community.id, plugin_name, slug, process_id)
     if process is None:
@@ -350,7 +350,7 @@ async def get_process(
 
 
 async def list_processes(
-    session: AsyncSession,
+    session: Session,
     community: Community,
     *,
     status: str | None = None,
@@ -404,5 +404,5 @@ async def due_process_ids(
     return [*stalled, *closing], updating
 
 
-async def open_counts(session: AsyncSession) -> list[tuple[str, int]]:
+async def open_counts(session: Session) -> list[tuple[str, int]]:
     return await repository.open_counts(session)

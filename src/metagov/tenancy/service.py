@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from metagov import signing
 from metagov.crypto import SecretBox
 from metagov.db.base import utcnow
+from metagov.db.engine import Session
 from metagov.db.models import Community, Driver, PluginInstance
 from metagov.errors import Conflict, FieldError, InvalidInput, NotFound
 from metagov.instances import service as instances
@@ -71,7 +70,7 @@ class NewDriver:
 
 
 async def create_driver(
-    session: AsyncSession,
+    session: Session,
     box: SecretBox,
     name: str,
     *,
@@ -92,7 +91,7 @@ async def create_driver(
     return NewDriver(driver, key, secret)
 
 
-async def get_driver(session: AsyncSession, name: str) -> Driver:
+async def get_driver(session: Session, name: str) -> Driver:
     driver = await repository.driver_named(session, name)
     if driver is None:
         raise NotFound(f"no driver named {name!r}")
@@ -100,7 +99,7 @@ async def get_driver(session: AsyncSession, name: str) -> Driver:
 
 
 async def rotate_webhook_secret(
-    session: AsyncSession, box: SecretBox, driver: Driver, *, overlap: timedelta
+    session: Session, box: SecretBox, driver: Driver, *, overlap: timedelta
 ) -> str:
     """Give the Driver a new signing secret. For ``overlap``, events carry signatures under both
     the old and the new secret, so the Driver can switch without missing a beat."""
@@ -112,31 +111,31 @@ async def rotate_webhook_secret(
     return secret
 
 
-async def set_event_url(session: AsyncSession, driver: Driver, event_url: str | None) -> None:
+async def set_event_url(session: Session, driver: Driver, event_url: str | None) -> None:
     """Change where the Driver receives events; an endpoint disabled by a 410 is enabled again
     and its waiting deliveries go out."""
     driver.event_url = event_url
     await outbox.enable_endpoint(session, driver)
 
 
-async def list_drivers(session: AsyncSession) -> Sequence[Driver]:
+async def list_drivers(session: Session) -> Sequence[Driver]:
     return await repository.drivers(session)
 
 
-async def revoke_driver(session: AsyncSession, name: str) -> Driver:
+async def revoke_driver(session: Session, name: str) -> Driver:
     driver = await get_driver(session, name)
     if driver.revoked_at is None:
         driver.revoked_at = utcnow()
     return driver
 
 
-async def authenticate(session: AsyncSession, api_key: str) -> Driver | None:
+async def authenticate(session: Session, api_key: str) -> Driver | None:
     """The active Driver holding ``api_key``, or None."""
     return await repository.active_driver(session, hash_api_key(api_key))
 
 
 async def ensure_env_driver(
-    session: AsyncSession,
+    session: Session,
     box: SecretBox,
     *,
     api_key: str,
@@ -168,7 +167,7 @@ async def ensure_env_driver(
 
 
 async def get_for_key(
-    session: AsyncSession, api_key: str, slug: str, plugin: str | None = None
+    session: Session, api_key: str, slug: str, plugin: str | None = None
 ) -> tuple[Driver | None, Community | None, list[PluginInstance]]:
     """The active Driver holding ``api_key``, its community ``slug`` and that community's
     instances of ``plugin`` (by id), in one query. The Driver or the community is None when
@@ -176,7 +175,7 @@ async def get_for_key(
     return await repository.driver_community_instances(session, hash_api_key(api_key), slug, plugin)
 
 
-async def get_community(session: AsyncSession, driver: Driver, slug: str) -> Community:
+async def get_community(session: Session, driver: Driver, slug: str) -> Community:
     """The Driver's community ``slug``; 404 whether it does not exist or belongs to another."""
     community = await repository.community_of(session, driver.id, slug)
     if community is None:
@@ -184,7 +183,7 @@ async def get_community(session: AsyncSession, driver: Driver, slug: str) -> Com
     return community
 
 
-async def get_community_by_slug(session: AsyncSession, slug: str) -> Community:
+async def get_community_by_slug(session: Session, slug: str) -> Community:
     """Any Driver's community ``slug``: only for public routes, which expose nothing of it."""
     community = await repository.community_by_slug(session, slug)
     if community is None:
@@ -243,7 +242,7 @@ async def _prepare_all(
 
 
 async def _save_all(
-    session: AsyncSession,
+    session: Session,
     runtime: Runtime,
     community: Community,
     prepared: Sequence[instances.Prepared],
@@ -316,14 +315,14 @@ async def update_community(
     return current, notices
 
 
-async def delete_community(session: AsyncSession, community: Community) -> None:
+async def delete_community(session: Session, community: Community) -> None:
     found = await repository.community_by_id(session, community.id, lock=True)
     if found is not None:
         await repository.delete_community(session, found)
 
 
 async def community_plugins(
-    session: AsyncSession, community: Community, plugin: str | None = None
+    session: Session, community: Community, plugin: str | None = None
 ) -> list[PluginInstance]:
     """The community's plugin instances (of ``plugin`` only, if named), by id."""
     if plugin is not None:

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from metagov.errors import PluginError, RateLimited, UpstreamError
 from metagov.plugins.discord.ratelimits import RateGate, route_key
 from metagov.plugins.discord.schemas import DiscordSettings
+from metagov.plugins.sdk import PluginError, RateLimited, UpstreamError
 
 SHORT_WAIT_SECONDS = 1.0
 USER_AGENT = "DiscordBot (https://github.com/metagov/gateway, 0.1)"

@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 
-from metagov.errors import PluginError, RateLimited, UpstreamError
 from metagov.plugins.discourse.schemas import DiscourseConfig
-from metagov.plugins.sdk import PluginContext
+from metagov.plugins.sdk import PluginContext, PluginError, RateLimited, UpstreamError
 
 MAX_MESSAGE = 500
 

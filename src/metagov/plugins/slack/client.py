@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 
-from metagov.errors import PluginError, RateLimited, UpstreamError
-from metagov.plugins.sdk import PluginContext
+from metagov.plugins.sdk import PluginContext, PluginError, RateLimited, UpstreamError
 
 SHORT_WAIT_SECONDS = 3.0
 

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -44,7 +44,7 @@ from metagov.plugins.slack.schemas import (
     SlackConfig,
     SlackSettings,
 )
-from metagov.plugins.slack.votes import AdvancedVote, EmojiVote
+from metagov.plugins.slack.votes import AdvancedVote, EmojiVote, clicked_message, interaction
 
 TOLERANCE_SECONDS = 300
 
@@ -130,6 +130,13 @@ class SlackPlugin(Plugin[SlackConfig]):
                 delivery_id=str(body["event_id"]), community_platform_id=str(body["team_id"])
             )
         return WebhookAccepted(store=False)  # app_rate_limited and other notices
+
+    def webhook_keys(self, webhook: WebhookRequest) -> Sequence[str]:
+        """Button clicks reach the vote on whose message they were made; Events API events reach
+        no vote."""
+        payload = interaction(webhook)
+        key = clicked_message(payload) if payload is not None else None
+        return [key] if key else []
 
     async def receive_webhook(self, ctx: Ctx, webhook: WebhookRequest) -> None:
         if not webhook.headers.get("content-type", "").startswith("application/json"):

@@ -58,8 +58,22 @@ async def _post(
     ctx.url = link.get("permalink")
     ctx.process_state.set("channel", channel)
     ctx.process_state.set("ts", ts)
+    ctx.listen(message_key(channel, ts))
     ctx.closing_at = audience.closing_at
     return channel, ts
+
+
+def message_key(channel: str, ts: str) -> str:
+    """What a vote listens to: clicks on its own message."""
+    return f"{channel}:{ts}"
+
+
+def clicked_message(payload: dict[str, Any]) -> str | None:
+    """The listen key of the message an interactivity payload's buttons were clicked on."""
+    container = payload.get("container") or {}
+    channel = container.get("channel_id") or (payload.get("channel") or {}).get("id")
+    ts = container.get("message_ts")
+    return message_key(str(channel), str(ts)) if channel and ts else None
 
 
 def _is_ours(ctx: ProcessContext[SlackConfig, Any], payload: dict[str, Any]) -> bool:

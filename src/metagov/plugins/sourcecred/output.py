@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from metagov.errors import PluginError, RateLimited, UpstreamError
+from metagov.plugins.sdk import PluginError, RateLimited, UpstreamError
 
 GRAIN_VIEW_FILES = ("output/credGrainView", "output/credGrainView.json")
 ACCOUNTS_FILES = ("output/accounts.json",)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from metagov import signing
 from metagov.plugins.sdk import (
     EventType,
     Plugin,
@@ -24,6 +23,7 @@ from metagov.plugins.sdk import (
     WebhookRejected,
     WebhookRequest,
     WebhookScope,
+    signing,
 )
 from metagov.plugins.webhook.schemas import WebhookConfig
 
