@@ -33,7 +33,7 @@ lint: install ## ruff (lint and format check) and mypy
 	cd clients/python && $(CURDIR)/$(BIN)/mypy
 	cd examples/driver && $(CURDIR)/$(BIN)/mypy
 
-test: lint ## The linters, then every test on SQLite and PostgreSQL (about 7 minutes)
+test: lint ## The linters, then every test on SQLite and PostgreSQL (about 13 minutes)
 	$(BIN)/python -m pytest
 
 bench-check: install ## The benchmark harness, quickly, so that it never rots (figures not judged)
