@@ -2,9 +2,15 @@
 # Metagov gateway image: `docker build -t metagov .`, then
 #   docker run -p 8000:8000 -v metagov-data:/app/data -e METAGOV_DRIVER_API_KEY=... metagov
 # Without METAGOV_DATABASE_URL it keeps its SQLite database in /app/data (mount a volume there).
+# deploy/compose.yaml runs the production topology from this image.
+#
+# Reproducible: the base image is pinned to an exact release (the Python the tests run on; move
+# both together), and every Python package, the build backend included, is installed at the
+# version constraints.txt locks.
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
 # --- builder: install metagov and its dependencies into a virtualenv -----------------------------
-FROM python:3.11-slim AS builder
+FROM ${PYTHON_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -14,16 +20,17 @@ ENV PATH="/opt/venv/bin:$PATH"
 
 WORKDIR /build
 # The wheel is built with hatchling from pyproject.toml; README.md is its long description and the
-# top-level migrations/ directory is packaged into it as metagov/migrations.
-COPY pyproject.toml README.md ./
+# top-level migrations/ directory is packaged into it as metagov/migrations. The backend comes
+# from the lock too (no build isolation, which would fetch whatever hatchling is newest).
+COPY constraints.txt pyproject.toml README.md LICENSE ./
 COPY src ./src
 COPY migrations ./migrations
-RUN pip install --upgrade pip \
-    && pip wheel --wheel-dir /wheels --no-deps . \
-    && pip install /wheels/metagov-*.whl
+RUN pip install -c constraints.txt hatchling \
+    && pip wheel --no-build-isolation --wheel-dir /wheels --no-deps . \
+    && pip install -c constraints.txt "$(ls /wheels/metagov-*.whl)[otel]"
 
 # --- final: the virtualenv, a non-root user, nothing else ------------------------------------------
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
 RUN groupadd --system metagov \
     && useradd --system --gid metagov --home-dir /app --no-create-home metagov \

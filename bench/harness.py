@@ -149,6 +149,8 @@ class Bench:
             "METAGOV_DRIVER_WEBHOOK_SECRET": self.driver_secret,
             "METAGOV_DELIVERY_RETRY_SCHEDULE": RETRY_SCHEDULE,
             "METAGOV_LOG_LEVEL": "INFO",
+            # A stopped worker lets its jobs finish; within the 15 s the bench waits for it.
+            "METAGOV_WORKER_SHUTDOWN_GRACE_SECONDS": "5",
             "PYTHONPATH": self.pythonpath(self.site),
             "BENCH_CPROFILE_DIR": str(self.logs),
         }

@@ -95,6 +95,7 @@ def _ways(engine: AsyncEngine, target: Target) -> dict[str, Callable[[int], Awai
             "request_query": {},
             "request_body": BODY,
             "now": values["received_at"],
+            "trace_context": None,
             "instance_id": target.id,
             "config_version": target.config_version,
             "slug": "bench",

@@ -56,3 +56,43 @@ def test_debug_keeps_everything(configured: Collect) -> None:
     logging.getLogger().addHandler(configured)
     emit_a_busy_second()
     assert len(configured.lines) == 6
+
+
+def test_text_format_shows_the_fields_json_has() -> None:
+    record = logging.makeLogRecord(
+        {
+            "name": "metagov.inbox.service",
+            "levelno": logging.INFO,
+            "levelname": "INFO",
+            "msg": "webhook rejected",
+            "plugin": "slack",
+            "reason": "bad_signature",
+            "inbox_id": 7,
+            "note": "two words",
+            "missing": None,
+            "api_key": "mgk_secret",
+            "webhook_secret": "whsec_x",
+        }
+    )
+    line = logs.TextFormatter().format(record)
+    assert line.endswith(
+        " INFO metagov.inbox.service webhook rejected plugin=slack reason=bad_signature "
+        'inbox_id=7 note="two words" missing=null'
+    ), line
+    assert "mgk_secret" not in line and "whsec_x" not in line
+    as_json = logs.JSONFormatter().format(record)
+    for field in ("plugin", "reason", "inbox_id", "note"):
+        assert f'"{field}"' in as_json
+
+
+def test_text_format_without_fields_is_unchanged() -> None:
+    record = logging.makeLogRecord(
+        {
+            "name": "x",
+            "levelno": logging.WARNING,
+            "levelname": "WARNING",
+            "msg": "plain %s",
+            "args": ("line",),
+        }
+    )
+    assert logs.TextFormatter().format(record).endswith(" WARNING x plain line")

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from metagov import __version__
+from metagov import __version__, tracing
 from metagov.api import (
     auth,
     communities,
@@ -21,7 +21,13 @@ from metagov.api import (
     openapi,
     plugins,
 )
-from metagov.api.middleware import AccessLog, BodySizeLimit, RateLimit, RejectNulCharacters
+from metagov.api.middleware import (
+    AccessLog,
+    BodySizeLimit,
+    RateLimit,
+    RejectNulCharacters,
+    TraceRequests,
+)
 from metagov.config import Settings
 from metagov.console import routes as console
 from metagov.db import migrate
@@ -109,6 +115,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own spans would follow whatever global provider a library set; the gateway
+        # traces through :mod:`metagov.tracing` alone, so that OTEL_* decide, and once.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
     openapi.install(app)
@@ -116,6 +125,8 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, limiter=RateLimiter.for_settings(settings))
     app.add_middleware(AccessLog)
+    if tracing.enabled():  # outermost, so that the access log line carries the trace id
+        app.add_middleware(TraceRequests)
     app.include_router(health.router)
     app.include_router(hooks.router)
     app.include_router(auth.router)

@@ -10,7 +10,8 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 
-from metagov.config import Settings
+from metagov import preflight
+from metagov.config import Settings, describe_errors
 from metagov.crypto import SecretBox
 from metagov.db.engine import Session
 from metagov.errors import MetagovError
@@ -34,28 +35,58 @@ operators_app = typer.Typer(help="Operators of the web console (/console).", no_
 app.add_typer(operators_app, name="operators")
 
 
+def _error(message: str) -> None:
+    typer.secho(f"metagov: {message}", fg=typer.colors.RED, err=True)
+
+
 def _settings() -> Settings:
+    """The settings, or one line per invalid one (naming its variable) and exit status 2."""
     try:
         return Settings()
     except ValidationError as exc:
-        typer.secho(f"invalid settings:\n{exc}", fg=typer.colors.RED, err=True)
+        for line in describe_errors(exc):
+            _error(f"invalid setting {line}")
         raise typer.Exit(2) from None
 
 
-def _run(make: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(make())  # type: ignore[arg-type]
+def _run(make: Callable[[], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Run a command's coroutine; a server that cannot be reached, or a schema this version does
+    not know, ends it with one line instead of a traceback."""
+    from alembic.util.exc import CommandError
+    from redis.exceptions import RedisError
+
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except preflight.StartupError as exc:
+        _error(str(exc))
+    except CommandError as exc:
+        _error(f"cannot migrate the database at METAGOV_DATABASE_URL: {exc}")
+    except Exception as exc:
+        if settings is None or not preflight.is_connection_failure(exc):
+            raise
+        if isinstance(exc, RedisError):
+            _error(str(preflight.redis_error(settings, exc)))
+        else:
+            _error(str(preflight.database_error(settings, exc)))
+    raise typer.Exit(1)
 
 
 def _setup_logging(settings: Settings) -> None:
-    from metagov import logs
+    """Tracing first (the log lines then carry trace ids when it is on), then logging."""
+    from metagov import logs, tracing
 
+    try:
+        tracing.configure()
+    except tracing.TracingConfigError as exc:
+        _error(f"invalid setting {exc}")
+        raise typer.Exit(2) from None
     logs.configure(settings.log_level, settings.log_format)
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on", min=1, max=65535)] = 8000,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -70,21 +101,25 @@ def serve(
     import uvicorn
 
     from metagov.app import create_app
+    from metagov.db import migrate
 
     settings = _settings()
     _setup_logging(settings)
+
+    async def check() -> None:
+        await preflight.check_serve(settings)
+        if settings.auto_migrate:  # here, once, so that a failure is one line
+            await migrate.upgrade(settings.database_url)
+
+    _run(check, settings)
     count = workers or ((os.cpu_count() or 1) if settings.environment == "production" else 1)
     # Logging is configured above; uvicorn logs through it instead of its own setup.
     # uvicorn's own access log would print query strings (OAuth codes); the app logs requests.
     if count == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
         return
-    if settings.auto_migrate:
-        # Once, here: processes migrating at the same time would race.
-        from metagov.db import migrate
-
-        _run(lambda: migrate.upgrade(settings.database_url))
-        os.environ["METAGOV_AUTO_MIGRATE"] = "false"
+    # Migrated above: processes migrating at the same time would race.
+    os.environ["METAGOV_AUTO_MIGRATE"] = "false"
     uvicorn.run(
         "metagov.app:serve_app",
         factory=True,
@@ -100,24 +135,51 @@ def serve(
 def worker(
     burst: Annotated[bool, typer.Option(help="Stop once the queue is empty")] = False,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics on this port")
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics, /healthz and /readyz on this port", min=1, max=65535
+        ),
     ] = None,
 ) -> None:
     """Run an arq worker: deliveries, webhook handling, process deadlines, periodic tasks."""
-    from metagov.jobs.worker import build_worker
+    from metagov.jobs.worker import WorkerState, build_worker
 
     settings = _settings()
     _setup_logging(settings)
     if not settings.redis_url:
-        typer.secho("set METAGOV_REDIS_URL to run workers", fg=typer.colors.RED, err=True)
+        _error("METAGOV_REDIS_URL is not set: workers take their jobs from Redis")
         raise typer.Exit(2)
+    _run(lambda: preflight.check_worker(settings), settings)
+    state = WorkerState()
     if metrics_port is not None:
-        from prometheus_client import start_http_server
+        from metagov.jobs.status import serve_status
 
-        from metagov import metrics
+        try:
+            serve_status(metrics_port, state)
+        except OSError as exc:
+            _error(f"cannot serve metrics on port {metrics_port}: {exc.strerror or exc}")
+            raise typer.Exit(1) from None
+    build_worker(settings, burst=burst, state=state).run()
 
-        start_http_server(metrics_port, registry=metrics.REGISTRY)
-    build_worker(settings, burst=burst).run()
+
+@app.command()
+def doctor() -> None:
+    """Check the settings, database, schema, Redis, workers and Drivers' endpoints; say what is
+    wrong in plain words. Exit 1 if anything stops the gateway from doing its work."""
+    from metagov.health.doctor import Level, examine
+
+    settings = _settings()
+    findings = _run(lambda: examine(settings), settings)
+    for finding in findings:
+        colour = {Level.OK: None, Level.WARNING: typer.colors.YELLOW}.get(
+            finding.level, typer.colors.RED
+        )
+        typer.secho(finding.line(), fg=colour)
+    problems = sum(finding.level is Level.PROBLEM for finding in findings)
+    if problems:
+        typer.echo(f"{problems} problem(s) found")
+        raise typer.Exit(1)
+    typer.echo("no problem found")
 
 
 @db_app.command("upgrade")
@@ -126,7 +188,12 @@ def db_upgrade(revision: str = "head") -> None:
     from metagov.db import migrate
 
     settings = _settings()
-    _run(lambda: migrate.upgrade(settings.database_url, revision))
+
+    async def upgrade() -> None:
+        await preflight.check_database(settings)
+        await migrate.upgrade(settings.database_url, revision)
+
+    _run(upgrade, settings)
     typer.echo(f"database at {revision}")
 
 
@@ -145,7 +212,7 @@ def db_check() -> None:
         finally:
             await db.dispose()
 
-    now, head = _run(current), migrate.head_revision()
+    now, head = _run(current, settings), migrate.head_revision()
     if now != head:
         typer.echo(f"database at {now}, newest is {head}: run `metagov db upgrade`")
         raise typer.Exit(1)
@@ -176,7 +243,7 @@ def _with_session(work: Callable[..., Awaitable[T]]) -> T:
         finally:
             await db.dispose()
 
-    return _run(go)
+    return _run(go, settings)
 
 
 def _box(settings: Settings) -> SecretBox:
@@ -196,6 +263,7 @@ def drivers_create(
     """Create a Driver; print its API key and its event signing secret (shown this once only)."""
     box = _box(_settings())
     try:
+        tenancy.check_driver_name(name)
         new = _with_session(lambda s: tenancy.create_driver(s, box, name, event_url=event_url))
     except MetagovError as exc:
         raise _fail(exc) from None

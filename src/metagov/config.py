@@ -6,12 +6,13 @@ Everything has a default that gives a working embedded gateway (SQLite, in-proce
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from metagov.db.urls import normalize_database_url
 from metagov.outbound import Allowlist, check_url
 
 # A well-known key so that a newcomer's gateway can store plugin secrets with zero configuration.
@@ -19,10 +20,45 @@ from metagov.outbound import Allowlist, check_url
 DEVELOPMENT_SECRET_KEY = "bWV0YWdvdi1kZXZlbG9wbWVudC1rZXktbm90LXNlY3I="  # noqa: S105
 
 
+ENV_PREFIX = "METAGOV_"
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def check_redis_url(value: str) -> str:
+    """Refuse what arq could not connect to, at start-up rather than at the first doorbell."""
+    from arq.connections import RedisSettings
+
+    try:
+        RedisSettings.from_dsn(value)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            "not a Redis URL; expected redis://host:6379/0, rediss://host:6380/0 or "
+            "unix:///path/to/redis.sock"
+        ) from None
+    return value
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return ENV_PREFIX + field.upper()
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid setting, naming the environment variable an operator sets (not the
+    field name, which they never see) and never echoing the value (it may be a secret)."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = [str(part) for part in error.get("loc", ())]
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "literal_error":
+            message = message.replace("Input should be", "must be")
+        lines.append(f"{env_name(location[0])}: {message}" if location else message)
+    return lines
 
 
 class Settings(BaseSettings):
@@ -38,6 +74,22 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     database_url: str = "sqlite+aiosqlite:///./metagov.db"
     redis_url: str | None = None
+    worker_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often each worker records that it is alive; a worker not seen for "
+        "three intervals counts as gone",
+    )
+    require_worker: bool = Field(
+        default=False,
+        description="In worker mode, /readyz answers 503 while no worker has been seen",
+    )
+    worker_shutdown_grace_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="How long a stopping worker lets its running jobs finish before it "
+        "cancels them (they are then run again by another worker)",
+    )
     base_url: str = "http://127.0.0.1:8000"
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=lambda: [SecretStr(DEVELOPMENT_SECRET_KEY)]
@@ -143,8 +195,33 @@ class Settings(BaseSettings):
     )
 
     http_timeout_seconds: float = Field(default=10.0, gt=0)
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return check_redis_url(value.strip()) if value.strip() else None
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            level = value.strip().upper()
+            return "WARNING" if level == "WARN" else level
+        return value
+
+    @property
+    def worker_stale_seconds(self) -> float:
+        """How long a worker may go unseen before it counts as gone."""
+        return 3 * self.worker_heartbeat_seconds
 
     @field_validator("secret_keys", mode="before")
     @classmethod

@@ -47,6 +47,26 @@ OPEN_PROCESSES = Gauge(
 INBOX_PENDING = Gauge(
     "metagov_inbox_pending", "Inbound webhooks not yet handled", registry=REGISTRY
 )
+WORKERS_ALIVE = Gauge(
+    "metagov_workers_alive",
+    "Workers whose heartbeat is recent (worker mode; read from the database)",
+    registry=REGISTRY,
+)
+WORKERS_UNSEEN = Gauge(
+    "metagov_workers_unseen_seconds",
+    "Seconds since any worker's last heartbeat; -1 if none was ever seen",
+    registry=REGISTRY,
+)
+REDIS_AVAILABLE = Gauge(
+    "metagov_redis_available",
+    "1 while this process reaches Redis, 0 during an outage (worker mode)",
+    registry=REGISTRY,
+)
+REDIS_RETRIES = Counter(
+    "metagov_redis_reconnect_attempts_total",
+    "Attempts of this worker to reach Redis again during outages",
+    registry=REGISTRY,
+)
 
 
 def set_backlog(

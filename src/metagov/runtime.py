@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from metagov import tracing
 from metagov.cache import BoundedCache
 from metagov.config import Settings
 from metagov.crypto import SecretBox
@@ -83,6 +84,7 @@ class Runtime:
             timeout=httpx.Timeout(settings.http_timeout_seconds),
             follow_redirects=False,
             headers={"User-Agent": "metagov-gateway"},
+            transport=tracing.client_transport(),
         )
         outbound = guarded_client(
             policy_of(settings.environment, settings.outbound_allowlist),

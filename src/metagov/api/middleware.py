@@ -14,6 +14,7 @@ from limits import RateLimitItem
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from metagov import tracing
 from metagov.ratelimit import RateLimiter
 
 access_log = logging.getLogger("metagov.access")
@@ -298,3 +299,40 @@ async def _refuse(send: Send, wait: float, detail: str = "too many requests") ->
         "rate_limited",
         [(b"retry-after", seconds)],
     )
+
+
+class TraceRequests:
+    """A server span for each request, continuing the caller's trace (``traceparent``) if it
+    sent one. Added only when tracing is on; named after the route's template, never the path
+    with its values, and without the query string (OAuth codes travel there)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        method = scope["method"]
+        with tracing.server_span(method, headers) as current:
+            try:
+                await self.app(scope, receive, sending)
+            finally:
+                route = getattr(scope.get("route"), "path", None)
+                if route:
+                    current.update_name(f"{method} {route}")
+                    current.set_attribute("http.route", route)
+                current.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    from opentelemetry.trace import Status, StatusCode
+
+                    current.set_status(Status(StatusCode.ERROR))

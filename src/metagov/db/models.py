@@ -271,6 +271,9 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    # W3C ``traceparent`` of the work that recorded the event, when tracing is on: each attempt,
+    # whichever process makes it and however late, joins that trace.
+    trace_context: Mapped[str | None] = mapped_column(String(100), default=None)
 
 
 class InboundWebhook(Base):
@@ -313,6 +316,9 @@ class InboundWebhook(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     handled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # W3C ``traceparent`` of the request that stored it, when tracing is on: the job that
+    # handles it continues that trace.
+    trace_context: Mapped[str | None] = mapped_column(String(100), default=None)
 
 
 class TaskSchedule(Base):
@@ -456,3 +462,22 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class WorkerHeartbeat(Base):
+    """A ``metagov worker`` process, as it last reported itself.
+
+    Kept in the database rather than in Redis so that every API process and ``metagov doctor``
+    see the same workers through the one connection they already have, and so that a Redis
+    outage (which workers ride out) does not also erase the evidence that they are alive.
+    """
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    # ``running``, ``redis unavailable`` (riding out an outage) or ``stopped``.
+    state: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

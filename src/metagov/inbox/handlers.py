@@ -20,16 +20,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from metagov import tracing
 from metagov.db.base import utcnow
 from metagov.db.models import InboxStatus, PluginInstance
 from metagov.inbox import repository
 from metagov.inbox.repository import Claimed
 from metagov.inbox.service import handle_job
-from metagov.instances.service import build_context, call_plugin, save_effects
+from metagov.instances.service import build_context, call_plugin, record_emitted, save_effects
 from metagov.jobs.queue import take_doorbells
 from metagov.outbox.handlers import deliver_rung
 from metagov.plugins.registry import PluginSpec
-from metagov.plugins.sdk import PluginContext, WebhookRequest
+from metagov.plugins.sdk import EmittedEvent, PluginContext, WebhookRequest
 from metagov.processes import repository as processes_repository
 from metagov.processes import service as processes
 from metagov.retry import Backoff
@@ -132,18 +133,29 @@ async def _handle_together(
     """The plugin's receiver for each webhook of ``run``, in order, each instance's calls sharing
     one context (so each sees the state the one before left); then one transaction marks them
     all handled and saves what they did. False if one failed: its failure is recorded, and
-    nothing of the others is saved (they are handled again later)."""
+    nothing of the others is saved (they are handled again later).
+
+    Each webhook's calls, and the recording of the events they emitted, continue the trace of
+    the request that stored that webhook."""
     calls = [(instance, build_context(runtime, spec, slug, instance)) for instance, slug in targets]
+    emitted: list[tuple[Claimed, list[tuple[PluginInstance, list[EmittedEvent]]]]] = []
     for item, request in run:
+        mine: list[tuple[PluginInstance, list[EmittedEvent]]] = []
         try:
-            for _, ctx in calls:
-                if ctx.disable_reason is None:
-                    await call_plugin(spec, ctx, _receiver(spec, ctx, request))
+            with tracing.span(
+                "webhook.handle", parent=item.trace_context, attributes=_traced(item)
+            ):
+                for instance, ctx in calls:
+                    if ctx.disable_reason is None:
+                        await call_plugin(spec, ctx, _receiver(spec, ctx, request))
+                        mine.append((instance, list(ctx.emitted)))
+                        ctx.emitted.clear()
         except Exception as exc:
             log.exception("webhook handler failed", extra={"inbox_id": item.id})
             await _record_failure(runtime, item, exc)
             return False
-    return await _save(runtime, [item for item, _ in run], calls, [])
+        emitted.append((item, mine))
+    return await _save(runtime, [item for item, _ in run], calls, [], emitted)
 
 
 async def _handle(
@@ -154,7 +166,22 @@ async def _handle(
     request: WebhookRequest,
 ) -> bool:
     """Run everything one webhook calls for, processes included, then save it all at once;
-    False if it failed."""
+    False if it failed. The work continues the trace of the request that stored the webhook."""
+    with tracing.span("webhook.handle", parent=claimed.trace_context, attributes=_traced(claimed)):
+        return await _handle_in_span(runtime, spec, targets, claimed, request)
+
+
+def _traced(claimed: Claimed) -> dict[str, str | int]:
+    return {"metagov.plugin": claimed.plugin_name, "metagov.inbox_id": claimed.id}
+
+
+async def _handle_in_span(
+    runtime: Runtime,
+    spec: PluginSpec,
+    targets: Sequence[Target],
+    claimed: Claimed,
+    request: WebhookRequest,
+) -> bool:
     held: list[processes.Held] = []
     try:
         calls: list[tuple[PluginInstance, PluginContext[Any]]] = []
@@ -187,8 +214,10 @@ async def _save(
     claimed: Sequence[Claimed],
     calls: Sequence[tuple[PluginInstance, PluginContext[Any]]],
     runs: Sequence[processes.Ran],
+    emitted: Sequence[tuple[Claimed, list[tuple[PluginInstance, list[EmittedEvent]]]]] = (),
 ) -> bool:
-    """Mark ``claimed`` handled and save what their calls and process hooks recorded, in one
+    """Mark ``claimed`` handled and save what their calls and process hooks recorded (events
+    ``emitted`` by each of several webhooks first, each in its webhook's trace), in one
     transaction; then deliver the events from this job. False if a lease was lost (nothing is
     saved then) or saving failed (recorded on the first webhook)."""
     try:
@@ -196,6 +225,10 @@ async def _save(
             ids = [item.id for item in claimed]
             if not await repository.mark_handled(session, ids, claimed[0].lease, utcnow()):
                 raise LeaseLost
+            for item, per_instance in emitted:
+                with tracing.span("webhook.record", parent=item.trace_context):
+                    for instance, events in per_instance:
+                        await record_emitted(session, instance, events)
             for instance, ctx in calls:
                 await save_effects(session, runtime, instance, ctx)
             for ran in runs:

@@ -82,6 +82,7 @@ _COLUMNS = (
     "attempts",
     "next_attempt_at",
     "received_at",
+    "trace_context",
 )
 
 
@@ -126,6 +127,7 @@ def _insert_if_current(dialect: Any) -> Any:
             literal(0),
             now,
             now,
+            bindparam("trace_context", type_=String()),
         )
         .join(Community, Community.id == PluginInstance.community_id)
         .where(
@@ -210,6 +212,7 @@ _WEBHOOK = (
     InboundWebhook.body,
     InboundWebhook.plugin_instance_id,
     InboundWebhook.community_platform_id,
+    InboundWebhook.trace_context,
 )
 # Lease the sender's oldest waiting webhooks (up to ``batch``) unless another job holds the
 # oldest: the sender's webhooks are then handled by one job at a time, in the order they arrived.
@@ -245,6 +248,7 @@ class Claimed:
     body: bytes
     plugin_instance_id: int | None
     community_platform_id: str | None
+    trace_context: str | None
     lease: datetime
 
 
@@ -265,6 +269,7 @@ async def claim_oldest(
                 row.body,
                 row.plugin_instance_id,
                 row.community_platform_id,
+                row.trace_context,
                 lease,
             )
             for row in rows

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from metagov import metrics
+from metagov import metrics, tracing
 from metagov.db.base import utcnow
 from metagov.db.engine import Session
 from metagov.db.models import InboundWebhook, InboxStatus
@@ -69,12 +69,14 @@ async def receive(
     scope = WebhookScope.INSTANCE if community_slug is not None else WebhookScope.PLATFORM
     if spec.webhooks is not scope:
         raise NotFound(f"plugin {plugin!r} takes no webhooks at this URL")
-    if community_slug is not None:
-        accepted, stored = await _receive_for_instance(runtime, spec, community_slug, request)
-    else:
-        accepted, stored = await _receive_for_platform(runtime, spec, request)
-    if stored is not None:
-        await send_doorbells(runtime.queue, [handle_job(*stored)])
+    with tracing.span("webhook.receive", attributes={"metagov.plugin": plugin}):
+        if community_slug is not None:
+            accepted, stored = await _receive_for_instance(runtime, spec, community_slug, request)
+        else:
+            accepted, stored = await _receive_for_platform(runtime, spec, request)
+        if stored is not None:
+            tracing.set_attribute("metagov.inbox_id", stored[1])
+            await send_doorbells(runtime.queue, [handle_job(*stored)])
     return accepted.reply or ACK
 
 
@@ -181,6 +183,8 @@ def _values(
         },
         "request_body": request.body,
         "now": utcnow(),
+        # The receiving span's context, which the job that handles the webhook continues.
+        "trace_context": tracing.current_traceparent(),
     }
 
 
@@ -219,6 +223,7 @@ async def _receive_for_platform(
                 "attempts": 0,
                 "next_attempt_at": own["now"],
                 "received_at": own["now"],
+                "trace_context": own["trace_context"],
             },
         )
     metrics.WEBHOOKS_RECEIVED.labels(spec.name).inc()

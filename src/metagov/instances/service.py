@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 from pydantic_core import PydanticUndefined
 
+from metagov import tracing
 from metagov.crypto import SecretBox
 from metagov.db.base import utcnow
 from metagov.db.engine import Session
@@ -26,7 +27,13 @@ from metagov.errors import AmbiguousPlugin, Conflict, FieldError, InvalidInput, 
 from metagov.instances import repository
 from metagov.outbox import service as outbox
 from metagov.plugins.registry import ActionSpec, PluginSpec
-from metagov.plugins.sdk import CredentialsRejected, PluginContext, State, WebhookScope
+from metagov.plugins.sdk import (
+    CredentialsRejected,
+    EmittedEvent,
+    PluginContext,
+    State,
+    WebhookScope,
+)
 from metagov.processes import lifecycle
 from metagov.processes import repository as processes
 from metagov.runtime import Runtime
@@ -338,15 +345,7 @@ async def save_effects(
         instance.credentials_expire_at = ctx.secret_update.expires_at
         instance.config_version += 1
         ctx.secret_update = None
-    for emitted in ctx.emitted:
-        await outbox.record_event(
-            session,
-            instance.community_id,
-            source=ctx.plugin_name,
-            event_type=emitted.event_type,
-            data=emitted.data,
-            initiator=emitted.initiator,
-        )
+    await record_emitted(session, instance, ctx.emitted)
     ctx.emitted.clear()
     if ctx.suspension is not None:
         if instance not in session:
@@ -369,6 +368,21 @@ async def save_effects(
     )
     await disable_instance(session, instance)
     return True
+
+
+async def record_emitted(
+    session: Session, instance: PluginInstance, emitted: Sequence[EmittedEvent]
+) -> None:
+    """Record the events a call on ``instance`` emitted, in order."""
+    for event in emitted:
+        await outbox.record_event(
+            session,
+            instance.community_id,
+            source=instance.name,
+            event_type=event.event_type,
+            data=event.data,
+            initiator=event.initiator,
+        )
 
 
 def _instance_data(instance: PluginInstance, plugin: str) -> dict[str, Any]:
@@ -414,7 +428,9 @@ async def perform_action(
     short transaction: nothing is held open while the plugin talks to its platform."""
     ensure_active(instance, spec.name)
     ctx = build_context(runtime, spec, community_slug, instance)
-    result = await call_plugin(spec, ctx, lambda: action.method(ctx, params))
+    attributes = {"metagov.community": community_slug, "metagov.plugin_instance": instance.id}
+    with tracing.span(f"action {spec.name}.{action.slug}", attributes=attributes):
+        result = await call_plugin(spec, ctx, lambda: action.method(ctx, params))
     if has_effects(ctx):
         async with runtime.unit_of_work() as session:
             await save_effects(session, runtime, instance, ctx)

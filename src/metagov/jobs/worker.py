@@ -3,6 +3,13 @@
 Two of arq's defaults are changed on purpose: jobs are serialized as JSON, not pickle (anyone able
 to write to Redis could otherwise run code in the worker), and results are not kept, so a job id
 can be rung again as soon as its job has finished.
+
+And a worker outlives Redis. Redis only rings doorbells, so losing it must not stop a worker: the
+worker stops taking jobs, tries Redis again with a growing delay (logging the outage once, and
+once more when it ends), and carries on where it was; the jobs rung meanwhile are found by the
+sweep. Stopped with SIGTERM, it takes no new job and gives the running ones
+``METAGOV_WORKER_SHUTDOWN_GRACE_SECONDS`` to finish; any still running then are cancelled and
+put back in the queue, and the worker exits with status 0.
 """
 
 from __future__ import annotations
@@ -10,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import time
 import uuid
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,14 +30,27 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
 from arq.worker import Function, Worker, func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
+from metagov import metrics
 from metagov.config import Settings
+from metagov.health.service import Heartbeat
 from metagov.jobs.queue import Job
 from metagov.jobs.sweeper import FUNCTIONS, JobFunction
 from metagov.plugins.registry import PluginRegistry
+from metagov.preflight import shown_redis_url
+from metagov.retry import Backoff
 from metagov.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# What Redis going away looks like to its client (a connection lost during a WATCH surfaces as a
+# WatchError).
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, WatchError, OSError)
+# Waits between attempts to reach Redis again: quick at first (a restart), then every 30 s.
+RECONNECT = Backoff(Backoff.exponential(0.2, cap=30.0).delays, jitter=0.2)
 
 QUEUE_NAME = "metagov:queue"
 # How long a queued job may wait before arq drops it (arq's own default); the sweep rings again.
@@ -149,22 +170,119 @@ def _arq_function(name: str, function: JobFunction) -> Function:
     return func(run, name=name, max_tries=3)
 
 
+class WorkerState:
+    """What a worker process knows of itself: for its heartbeat and its probes."""
+
+    def __init__(self) -> None:
+        self.redis_ok = True
+        self.stopping = False
+
+    def describe(self) -> str:
+        if self.stopping:
+            return "stopping"
+        return "running" if self.redis_ok else "redis unavailable"
+
+
+class GatewayWorker(Worker):
+    """arq's worker, riding out Redis outages instead of dying of the first one."""
+
+    def __init__(self, *args: Any, state: WorkerState, redis_url: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state = state
+        self.redis_url = redis_url
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except REDIS_DOWN as exc:
+            await self._ride_out(exc)
+
+    async def _reachable(self) -> bool:
+        try:
+            await self.pool.ping()
+        except REDIS_DOWN:
+            return False
+        return True
+
+    async def _ride_out(self, exc: BaseException) -> None:
+        """Wait until Redis answers again. The client reconnects by itself on the next command,
+        so the pool, and the runtime's queue on it, carry on afterwards."""
+        if await self._reachable():
+            # A job's bookkeeping failed during a blip that is already over: nothing to wait for.
+            log.debug("a Redis command failed but Redis answers: %s", exc)
+            return
+        self.state.redis_ok = False
+        metrics.REDIS_AVAILABLE.set(0)
+        log.warning(
+            "lost Redis at METAGOV_REDIS_URL (%s): %s. No job is taken until it is back; "
+            "retrying with backoff",
+            shown_redis_url(self.redis_url),
+            (str(exc) or type(exc).__name__).rstrip("."),
+        )
+        began = time.monotonic()
+        attempts = 0
+        while not await self._reachable():
+            attempts += 1
+            metrics.REDIS_RETRIES.inc()
+            await asyncio.sleep(RECONNECT.delay(attempts))
+        self.state.redis_ok = True
+        metrics.REDIS_AVAILABLE.set(1)
+        log.info("Redis is back after %.0f s; taking jobs again", time.monotonic() - began)
+
+    async def _sleep_until_tasks_complete(self) -> None:
+        # arq waits until its task list is empty, but only a poll of Redis empties it: during an
+        # outage a stopping worker would wait out its whole grace period for jobs long done.
+        running = [task for task in self.tasks.values() if not task.done()]
+        if running:
+            await asyncio.wait(running)
+
+    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
+        self.state.stopping = True
+        super().handle_sig_wait_for_completion(signum)
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        self.state.stopping = True
+        super().handle_sig(signum)
+
+    async def close(self) -> None:
+        """arq's ``close``, except that a job that failed, or a Redis that is gone, does not
+        turn a clean stop into a traceback: the runtime is closed whatever Redis says."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        with suppress(*REDIS_DOWN):
+            await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        with suppress(*REDIS_DOWN):
+            await self.pool.aclose(close_connection_pool=True)
+        self._pool = None
+
+
 def build_worker(
     settings: Settings,
     *,
     burst: bool = False,
     registry: PluginRegistry | None = None,
     max_jobs: int = 10,
-) -> Worker:
+    state: WorkerState | None = None,
+) -> GatewayWorker:
     """An arq worker for ``settings.redis_url``; ``burst`` stops it once the queue is empty."""
     if not settings.redis_url:
         raise ValueError("METAGOV_REDIS_URL is required to run workers")
     stack = AsyncExitStack()
+    state = state or WorkerState()
 
     async def startup(ctx: dict[str, Any]) -> None:
         queue = ArqQueue(ctx["redis"], owns_pool=False)
         runtime = await stack.enter_async_context(Runtime.open(settings, registry, queue=queue))
         ctx["runtime"] = runtime
+        heartbeat = Heartbeat(runtime.db, settings, state.describe)
+        await heartbeat.start()
+        stack.push_async_callback(heartbeat.stop)
+        metrics.REDIS_AVAILABLE.set(1)
         if burst:  # one sweep instead of the cron, whose next tick would keep the queue non-empty
             await ctx["redis"].enqueue_job("sweep", _job_id=f"sweep:burst:{uuid.uuid4()}")
 
@@ -173,7 +291,9 @@ def build_worker(
 
     step = max(1, round(settings.sweep_interval_seconds))
     functions = [_arq_function(name, fn) for name, fn in FUNCTIONS.items()]
-    return Worker(
+    return GatewayWorker(
+        state=state,
+        redis_url=settings.redis_url,
         functions=functions,
         queue_name=QUEUE_NAME,
         cron_jobs=[]
@@ -202,5 +322,6 @@ def build_worker(
         # command, and every hop of an event (webhook to event, event to Driver) waits for one.
         poll_delay=0.05,
         handle_signals=not burst,
+        job_completion_wait=settings.worker_shutdown_grace_seconds,
         health_check_interval=30,
     )

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from metagov import metrics, outbound, signing
+from metagov import metrics, outbound, signing, tracing
 from metagov.db.base import utcnow
 from metagov.db.models import DeliveryStatus, DeliveryTarget, Event
 from metagov.jobs.queue import Job, send_doorbells
@@ -45,6 +45,8 @@ class Claim:
     body: bytes
     msg_id: str
     secrets: list[str]
+    # The context of the work that recorded the event; each attempt is a span in its trace.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def _claim_of(
         url=row.url,
         body=json.dumps(envelope(event, row.slug), separators=(",", ":")).encode(),
         msg_id=f"evt_{event.id}",
+        trace_context=row.trace_context,
         secrets=signing_secrets(
             runtime,
             row.webhook_secret,
@@ -131,6 +134,12 @@ def _claim_of(
 async def attempt(runtime: Runtime, claim: Claim, *, claim_next: bool = False) -> Result:
     """POST one claimed delivery and record the result; with ``claim_next``, a success may also
     claim the partition's next head for the caller to attempt."""
+    attributes = {"metagov.delivery_id": claim.delivery_id, "metagov.webhook_id": claim.msg_id}
+    with tracing.span("delivery.attempt", parent=claim.trace_context, attributes=attributes):
+        return await _attempt(runtime, claim, claim_next=claim_next)
+
+
+async def _attempt(runtime: Runtime, claim: Claim, *, claim_next: bool) -> Result:
     headers = {
         "Content-Type": "application/json",
         **signing.standard_headers(claim.secrets, claim.msg_id, claim.body),

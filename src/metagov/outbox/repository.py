@@ -103,6 +103,7 @@ _DELIVERY_COLUMNS = (
     "attempts",
     "next_attempt_at",
     "created_at",
+    "trace_context",
 )
 
 
@@ -162,6 +163,7 @@ def _record_statement() -> Select[Any]:
                 literal(0),
                 now,
                 now,
+                bindparam("trace_context", type_=Text()),
             )
             .select_from(event.join(numbered, true()))
             .where(*when)
@@ -214,6 +216,7 @@ def _delivery_row(
     target: DeliveryTarget,
     url: str,
     now: datetime,
+    trace_context: str | None,
 ) -> dict[str, Any]:
     return {
         "event_id": event_id,
@@ -227,6 +230,7 @@ def _delivery_row(
         "attempts": 0,
         "next_attempt_at": now,
         "created_at": now,
+        "trace_context": trace_context,
     }
 
 
@@ -237,6 +241,7 @@ async def record_event(
     callback_url: str | None,
     wants: Any,
     now: datetime,
+    trace_context: str | None = None,
 ) -> Recorded:
     """Number and store an event (``event`` holds its columns but ``seq``) with a delivery for
     its Driver, if ``wants(numbered)`` says the Driver's event URL should get it, and one for
@@ -245,8 +250,8 @@ async def record_event(
     the session's connection: nothing here needs the session's identity map."""
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
-        return await _record_in_one(conn, event, callback_url, wants, now)
-    return await _record_in_three(conn, event, callback_url, wants, now)
+        return await _record_in_one(conn, event, callback_url, wants, now, trace_context)
+    return await _record_in_three(conn, event, callback_url, wants, now, trace_context)
 
 
 async def _record_in_one(
@@ -255,6 +260,7 @@ async def _record_in_one(
     callback_url: str | None,
     wants: Any,
     now: datetime,
+    trace_context: str | None,
 ) -> Recorded:
     community_id = event["community_id"]
     callback_partition = partition_of(community_id, callback_url) if callback_url else None
@@ -264,6 +270,7 @@ async def _record_in_one(
         "callback_url": callback_url,
         "callback_partition": callback_partition,
         "driver_partition_key": partition_of(community_id, DRIVER_ENDPOINT),
+        "trace_context": trace_context,
     }
     row = (await conn.execute(_RECORD, params)).one()
     made = []
@@ -272,7 +279,14 @@ async def _record_in_one(
         made.append(row.driver_partition)
     elif row.event_url and wants(numbered):
         driver = _delivery_row(
-            row.id, community_id, row.driver_id, row.seq, DeliveryTarget.DRIVER, row.event_url, now
+            row.id,
+            community_id,
+            row.driver_id,
+            row.seq,
+            DeliveryTarget.DRIVER,
+            row.event_url,
+            now,
+            trace_context,
         )
         await conn.execute(_INSERT_DELIVERY, [driver])
         made.append(driver["partition"])
@@ -287,6 +301,7 @@ async def _record_in_three(
     callback_url: str | None,
     wants: Any,
     now: datetime,
+    trace_context: str | None,
 ) -> Recorded:
     community_id = event["community_id"]
     row = (await conn.execute(_NUMBER, {"community_id": community_id})).one()
@@ -303,7 +318,16 @@ async def _record_in_three(
     if not targets:
         return Recorded(event_id, numbered.seq, [])
     made = [
-        _delivery_row(event_id, community_id, numbered.driver_id, numbered.seq, target, url, now)
+        _delivery_row(
+            event_id,
+            community_id,
+            numbered.driver_id,
+            numbered.seq,
+            target,
+            url,
+            now,
+            trace_context,
+        )
         for target, url in targets
     ]
     await conn.execute(_INSERT_DELIVERY, made)
@@ -392,12 +416,12 @@ def _head_of_partition(*, excluding: ColumnElement[int] | None = None) -> Column
 
 _CLAIM = _claim_statement(_head_of_partition(), "lease")
 _CLAIM_FOR_ATTEMPT = _CLAIM.where(*_WITH_EVENT).returning(
-    Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT
+    Delivery.id, Delivery.partition, Delivery.url, Delivery.trace_context, *_ATTEMPT
 )
 _CLAIM_ID = _CLAIM.returning(Delivery.id)
-_ATTEMPT_OF = select(Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT).where(
-    Delivery.id == bindparam("id"), Driver.id == Delivery.driver_id, *_WITH_EVENT
-)
+_ATTEMPT_OF = select(
+    Delivery.id, Delivery.partition, Delivery.url, Delivery.trace_context, *_ATTEMPT
+).where(Delivery.id == bindparam("id"), Driver.id == Delivery.driver_id, *_WITH_EVENT)
 # Bind names must differ from the updated table's columns.
 _HELD = (
     Delivery.id == bindparam("delivery_id"),
@@ -433,7 +457,7 @@ def _succeed_and_claim_next() -> Select[Any]:
     claimed = (
         _claim_statement(head, "next_lease")
         .where(exists(select(done.c.id)), *_WITH_EVENT)
-        .returning(Delivery.id, Delivery.partition, Delivery.url, *_ATTEMPT)
+        .returning(Delivery.id, Delivery.partition, Delivery.url, Delivery.trace_context, *_ATTEMPT)
         .cte("claimed")
     )
     return select(done.c.id.label("done_id"), claimed).select_from(done.outerjoin(claimed, true()))
@@ -615,3 +639,20 @@ async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
         )
     ).one()
     return int(pending), oldest
+
+
+async def counts_by_driver(session: AsyncSession) -> dict[int, dict[str, int]]:
+    """Pending and dead deliveries per Driver (both targets), for ``metagov doctor``."""
+    rows = await session.execute(
+        select(Delivery.driver_id, Delivery.status, func.count())
+        .where(
+            Delivery.driver_id.is_not(None),
+            Delivery.status.in_([PENDING, DeliveryStatus.DEAD.value]),
+        )
+        .group_by(Delivery.driver_id, Delivery.status)
+    )
+    found: dict[int, dict[str, int]] = {}
+    for driver_id, status, count in rows.all():
+        if driver_id is not None:
+            found.setdefault(driver_id, {})[str(status)] = int(count)
+    return found

@@ -15,6 +15,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
+from metagov import tracing
 from metagov.db.base import utcnow
 from metagov.db.engine import Session
 from metagov.db.models import (
@@ -83,6 +84,7 @@ async def record_event(
         callback_url=callback_url or None,
         wants=lambda numbered: subscribed(numbered.subscribed_event_types, event_type),
         now=utcnow(),
+        trace_context=tracing.current_traceparent(),
     )
     log.debug(
         "event recorded",
@@ -233,3 +235,8 @@ async def failures(session: Session, delivery_id: int) -> list[DeliveryFailure]:
 async def backlog(session: Session) -> tuple[int, datetime | None]:
     """How many deliveries are pending, and when the oldest of them was created."""
     return await repository.backlog(session)
+
+
+async def counts_by_driver(session: Session) -> dict[int, dict[str, int]]:
+    """Pending and dead deliveries of each Driver, by Driver id and status."""
+    return await repository.counts_by_driver(session)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from metagov import tracing
 from metagov.db.base import utcnow
 from metagov.db.engine import Session
 from metagov.db.models import Community, PluginInstance, Process, ProcessStatus
@@ -186,6 +187,21 @@ async def run_hook(
     ctx = _context(runtime, spec, pspec, held.community_slug, held.instance, process)
     if params is None:
         params = pspec.params_model.model_validate(process.parameters)
+    attributes = {"metagov.community": held.community_slug, "metagov.process_id": process.id}
+    with tracing.span(f"process {process.full_name} {hook}", attributes=attributes):
+        default = await _call_hook(spec, pspec, ctx, hook, params, webhook)
+    return Ran(held, spec, pspec, ctx, default)
+
+
+async def _call_hook(
+    spec: PluginSpec,
+    pspec: ProcessSpec,
+    ctx: ProcessContext[Any, Any],
+    hook: Hook,
+    params: BaseModel,
+    webhook: WebhookRequest | None,
+) -> ProcessStatus | None:
+    """Call one hook; the status the process takes if the hook sets none."""
     handler = pspec.handler
     default: ProcessStatus | None = None
     if hook == "start":
@@ -201,7 +217,7 @@ async def run_hook(
         await instances.call_plugin(
             spec, ctx, lambda: handler.receive_webhook(ctx, params, webhook)
         )
-    return Ran(held, spec, pspec, ctx, default)
+    return default
 
 
 async def apply(session: Session, runtime: Runtime, ran: Ran) -> Process | None:

@@ -9,6 +9,7 @@ and every instance in one short transaction.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,20 @@ PluginList = Sequence[tuple[str, Mapping[str, Any]]]
 # --- Drivers ------------------------------------------------------------------------------------
 
 
+# A Driver's name is typed in commands and shown in logs and lists: plain characters only.
+DRIVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_driver_name(name: str) -> str:
+    if DRIVER_NAME.fullmatch(name) is None:
+        rule = "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        raise InvalidInput(
+            [FieldError(loc=["name"], msg=f"must be {rule}", type="value_error")],
+            detail=f"invalid Driver name {name!r}: use {rule}",
+        )
+    return name
+
+
 def generate_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
@@ -64,8 +79,7 @@ async def create_driver(
     api_key: str | None = None,
 ) -> NewDriver:
     """Create a Driver with a new API key and a new signing secret for its events."""
-    if not name.strip():
-        raise BadRequest("a Driver's name must not be empty", code="invalid_name")
+    check_driver_name(name)
     _check_event_url(event_url)
     key = api_key or generate_api_key()
     secret = signing.generate_secret()

@@ -1,0 +1,1 @@
+"""Operational health: workers' heartbeats, and the checks behind ``metagov doctor``."""
