@@ -33,9 +33,9 @@ lint: install ## ruff (lint and format check) and mypy
 	cd clients/python && $(CURDIR)/$(BIN)/mypy
 	cd examples/driver && $(CURDIR)/$(BIN)/mypy
 
-test: lint ## The linters, then every test on SQLite and PostgreSQL (about 13 minutes)
+test: lint ## The linters, then every test on SQLite and PostgreSQL, on two cores (about 6 minutes)
 	./.ci/install-chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 bench-check: install ## The benchmark harness, quickly, so that it never rots (figures not judged)
 	$(BIN)/python -m bench --quick

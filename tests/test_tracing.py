@@ -25,6 +25,7 @@ from metagov import tracing
 from metagov.app import create_app
 from metagov.config import Settings
 from metagov.db.models import Delivery, InboundWebhook
+from metagov.inbox import handlers as webhooks
 from metagov.runtime import Runtime
 from metagov.tenancy import service as drivers
 from tests.conftest import PluggableQueue, make_registry
@@ -134,6 +135,51 @@ async def test_one_trace_from_webhook_to_delivery(
     assert getattr(line, "span_id", None) == f"{attempt.context.span_id:016x}"
 
 
+async def test_webhooks_handled_together_keep_their_own_traces(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    spans: InMemorySpanExporter,
+    respx_mock: respx.MockRouter,
+    alice: Any,
+    community: dict[str, Any],
+) -> None:
+    """Webhooks waiting for the same sender are handled in one job and saved in one transaction;
+    each one's event is still delivered in the trace its own platform request began."""
+    driver = respx_mock.post(EVENTS_URL).respond(204)
+    hooked = await client.post(
+        "/api/internal/plugin/webhook",
+        json={"secret": SECRET, "event_type_field": "action"},
+        headers=alice.to("commons"),
+    )
+    assert hooked.status_code == 201
+    async with runtime.unit_of_work() as session:
+        await drivers.set_event_url(session, await drivers.get_driver(session, "alice"), EVENTS_URL)
+    traces = ["0af7651916cd43dd8448eb211c80319c", "5b8efff798038103d269b633813fc60c"]
+    for number, trace_id in enumerate(traces):
+        body = json.dumps({"action": f"opened-{number}"}).encode()
+        headers = {
+            **standard_signed(body, msg_id=f"msg_{number}"),
+            "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+        }
+        assert (await client.post(HOOK, content=body, headers=headers)).status_code == 200
+    spans.clear()
+
+    async with runtime.db.snapshot() as session:
+        first = min((await session.scalars(select(InboundWebhook.id))).all())
+    await webhooks.handle(runtime, first)  # one job: it takes both
+
+    assert len(driver.calls) == 2
+    sent = {
+        json.loads(call.request.content)["data"]["action"]: call.request.headers["traceparent"]
+        for call in driver.calls
+    }
+    assert sent["opened-0"].split("-")[1] == traces[0]
+    assert sent["opened-1"].split("-")[1] == traces[1]
+    handled = [s for s in spans.get_finished_spans() if s.name == "webhook.handle"]
+    attempts = [s for s in spans.get_finished_spans() if s.name == "delivery.attempt"]
+    assert {parent_of(a) for a in attempts} == {h.context.span_id for h in handled}
+
+
 async def test_an_action_traces_its_platform_call(
     client: httpx.AsyncClient,
     spans: InMemorySpanExporter,
@@ -208,6 +254,7 @@ import asyncio, sys
 from metagov import tracing
 from metagov.app import create_app
 from metagov.config import Settings
+from metagov.inbox import handlers as webhooks
 from metagov.runtime import Runtime
 
 async def main():

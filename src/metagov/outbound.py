@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from metagov import tracing
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Resolves a host name to the addresses a connection may use, in the order to try them.
@@ -265,7 +267,7 @@ def guarded_client(
     """An HTTP client for URLs a Driver or a community chose: guarded, no redirects followed,
     no environment proxies."""
     return httpx.AsyncClient(
-        transport=GuardedTransport(policy, resolver=resolver),
+        transport=tracing.client_transport(GuardedTransport(policy, resolver=resolver)),
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         trust_env=False,

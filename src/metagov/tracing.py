@@ -135,6 +135,24 @@ def span(
     )
 
 
+@contextlib.contextmanager
+def resumed(traceparent: str | None) -> Iterator[None]:
+    """Make the stored ``traceparent`` current again for a block, without a span of its own: work
+    done later on behalf of a span that has ended (a batch saving what each of its webhooks
+    emitted) is recorded as that span's."""
+    if _tracer is None or not traceparent:
+        yield
+        return
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    token = context.attach(TraceContextTextMapPropagator().extract({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, to store with work done later; None when
     tracing is off or no span is current."""
@@ -189,11 +207,14 @@ class TracingTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def client_transport() -> httpx.AsyncBaseTransport | None:
-    """The transport for the gateway's HTTP client: None (httpx's own) when tracing is off."""
+def client_transport(
+    inner: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncBaseTransport | None:
+    """The transport for one of the gateway's HTTP clients: ``inner`` (None meaning httpx's own)
+    as it is when tracing is off, wrapped in a client span per request when it is on."""
     if _tracer is None:
-        return None
-    return TracingTransport(httpx.AsyncHTTPTransport())
+        return inner
+    return TracingTransport(inner or httpx.AsyncHTTPTransport())
 
 
 # --- inbound requests --------------------------------------------------------------------------

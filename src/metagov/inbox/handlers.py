@@ -117,6 +117,11 @@ async def _handle_claimed(runtime: Runtime, claimed: list[Claimed]) -> int:
     return done
 
 
+# What one webhook of a batch emitted, per instance, with the ``traceparent`` of the span that
+# handled it: the events are recorded (and later delivered) as that span's children.
+Emitted = tuple[str | None, list[tuple[PluginInstance, list[EmittedEvent]]]]
+
+
 def _concerns_processes(spec: PluginSpec, request: WebhookRequest) -> bool:
     if not spec.processes:
         return False
@@ -138,13 +143,15 @@ async def _handle_together(
     Each webhook's calls, and the recording of the events they emitted, continue the trace of
     the request that stored that webhook."""
     calls = [(instance, build_context(runtime, spec, slug, instance)) for instance, slug in targets]
-    emitted: list[tuple[Claimed, list[tuple[PluginInstance, list[EmittedEvent]]]]] = []
+    emitted: list[Emitted] = []
     for item, request in run:
         mine: list[tuple[PluginInstance, list[EmittedEvent]]] = []
+        handled_in: str | None = None
         try:
             with tracing.span(
                 "webhook.handle", parent=item.trace_context, attributes=_traced(item)
             ):
+                handled_in = tracing.current_traceparent()
                 for instance, ctx in calls:
                     if ctx.disable_reason is None:
                         await call_plugin(spec, ctx, _receiver(spec, ctx, request))
@@ -154,7 +161,7 @@ async def _handle_together(
             log.exception("webhook handler failed", extra={"inbox_id": item.id})
             await _record_failure(runtime, item, exc)
             return False
-        emitted.append((item, mine))
+        emitted.append((handled_in, mine))
     return await _save(runtime, [item for item, _ in run], calls, [], emitted)
 
 
@@ -214,10 +221,10 @@ async def _save(
     claimed: Sequence[Claimed],
     calls: Sequence[tuple[PluginInstance, PluginContext[Any]]],
     runs: Sequence[processes.Ran],
-    emitted: Sequence[tuple[Claimed, list[tuple[PluginInstance, list[EmittedEvent]]]]] = (),
+    emitted: Sequence[Emitted] = (),
 ) -> bool:
     """Mark ``claimed`` handled and save what their calls and process hooks recorded (events
-    ``emitted`` by each of several webhooks first, each in its webhook's trace), in one
+    ``emitted`` by each of several webhooks first, each as its ``webhook.handle`` span's), in one
     transaction; then deliver the events from this job. False if a lease was lost (nothing is
     saved then) or saving failed (recorded on the first webhook)."""
     try:
@@ -225,8 +232,8 @@ async def _save(
             ids = [item.id for item in claimed]
             if not await repository.mark_handled(session, ids, claimed[0].lease, utcnow()):
                 raise LeaseLost
-            for item, per_instance in emitted:
-                with tracing.span("webhook.record", parent=item.trace_context):
+            for handled_in, per_instance in emitted:
+                with tracing.resumed(handled_in):
                     for instance, events in per_instance:
                         await record_emitted(session, instance, events)
             for instance, ctx in calls:
