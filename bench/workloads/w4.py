@@ -14,7 +14,9 @@ from bench.harness import Bench, log, mem_mb, ratio
 async def load_processes(bench: Bench, stored: int, due: int) -> None:
     """``stored`` pending randomness votes spread over the communities, ``due`` of them (evenly
     spread through the table) with a deadline in the past, the rest due tomorrow."""
-    await bench.sql("TRUNCATE process_listen_keys, processes, deliveries, events")
+    await bench.sql(
+        "TRUNCATE process_listen_keys, processes, delivery_failures, deliveries, events"
+    )
     communities = [c.id for c in bench.communities]
     instances = [c.randomness_instance for c in bench.communities]
     await bench.sql(
@@ -119,5 +121,7 @@ async def w4(bench: Bench) -> dict[str, Any]:
     out["ratio_worker_peak_rss"] = ratio(
         out["worker_large"]["peak_rss_mb"], out["worker_small"]["peak_rss_mb"]
     )
-    await bench.sql("TRUNCATE process_listen_keys, processes, deliveries, events")
+    await bench.sql(
+        "TRUNCATE process_listen_keys, processes, delivery_failures, deliveries, events"
+    )
     return out
