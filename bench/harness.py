@@ -278,9 +278,8 @@ class Bench:
         updates its community's row, so a busy workload leaves thousands of dead versions of a
         few rows, and the bench's tables would otherwise never be analyzed)."""
         await self.sql(
-            "TRUNCATE inbound_webhooks, delivery_failures, deliveries, events, process_listen_keys, "
-            "processes, "
-            "bench_baseline_webhooks"
+            "TRUNCATE inbound_webhooks, delivery_failures, deliveries, events, "
+            "process_listen_keys, processes, bench_baseline_webhooks"
         )
         await self.sql("UPDATE drivers SET event_url = NULL")
         await self.sql("VACUUM ANALYZE communities, plugin_instances, drivers")
