@@ -33,7 +33,7 @@ lint: install ## ruff (lint and format check) and mypy
 	cd clients/python && $(CURDIR)/$(BIN)/mypy
 	cd examples/driver && $(CURDIR)/$(BIN)/mypy
 
-test: lint ## The linters, then every test on SQLite and PostgreSQL, on two cores (about 6 minutes)
+test: lint ## The linters, then every test on SQLite and PostgreSQL, on two cores (about 8 minutes)
 	./.ci/install-chromium
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 

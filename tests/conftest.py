@@ -36,6 +36,20 @@ from metagov.tenancy import service as drivers
 from tests.fakes import FAKE_PLUGINS
 
 PG_URL = os.environ.get("METAGOV_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+def _redis_url() -> str:
+    """The Redis database tests may empty: ``METAGOV_TEST_REDIS_URL``'s (database 5 unless it
+    names another), one further per pytest-xdist worker, so that tests running side by side
+    never empty or read each other's queue."""
+    base = os.environ.get("METAGOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+    server, _, number = base.rpartition("/")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return f"{server}/{int(number or 0) + int(worker or 0)}"
+
+
+REDIS_URL = _redis_url()
+
 BACKENDS = [
     b.strip() for b in os.environ.get("METAGOV_TEST_BACKENDS", "sqlite,postgresql").split(",")
 ]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from metagov.cli import app
 from metagov.config import Settings
 from metagov.crypto import generate_key
+from tests.conftest import REDIS_URL
 
 runner = CliRunner()
 
@@ -234,7 +235,7 @@ def test_tracing_that_cannot_be_honoured_is_one_line(tmp_path: Path) -> None:
 def test_worker_refuses_a_database_without_the_schema(tmp_path: Path) -> None:
     env = {
         "METAGOV_DATABASE_URL": f"sqlite:///{tmp_path}/empty.db",
-        "METAGOV_REDIS_URL": "redis://127.0.0.1:6379/5",
+        "METAGOV_REDIS_URL": REDIS_URL,
     }
     done = metagov("worker", env=env, cwd=tmp_path)
     assert done.returncode == 1, done.stderr

@@ -4,7 +4,6 @@ stored. Counted in memory, or in Redis shared by every replica."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from metagov.runtime import Runtime
 from tests.conftest import (
     BACKENDS,
     RANDOMNESS,
+    REDIS_URL,
     DriverKey,
     PluggableQueue,
     count_rows,
@@ -27,8 +27,6 @@ from tests.conftest import (
     make_registry,
     make_settings,
 )
-
-REDIS_URL = os.environ.get("METAGOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 
 
 @asynccontextmanager

@@ -35,7 +35,7 @@ from metagov.jobs.queue import LocalQueue
 from metagov.jobs.sweeper import due_jobs, run_job
 from metagov.jobs.worker import QUEUE_NAME, ArqQueue, connect
 from metagov.runtime import Runtime
-from tests.conftest import BACKENDS, DriverKey, make_community, plug_queue
+from tests.conftest import BACKENDS, REDIS_URL, DriverKey, make_community, plug_queue
 from tests.console.conftest import OPERATOR
 from tests.receiver import DriverReceiver
 
@@ -375,13 +375,8 @@ async def test_every_repair_and_sign_in_is_in_the_audit_log_page(
     assert "operator.created" in page.text
 
 
-# The worker tests empty this Redis database and run workers that write the health record.
-@pytest.mark.xdist_group("redis")
 @pytest.mark.skipif("postgresql" not in BACKENDS, reason="Redis runs alongside PostgreSQL")
-@pytest.mark.xdist_group("redis")
 async def test_worker_seen_through_its_health_record(runtime: Runtime) -> None:
-    from tests.jobs.test_workers import REDIS_URL
-
     pool = await connect(REDIS_URL)
     queue = ArqQueue(pool)
     key = QUEUE_NAME + ":health-check"

@@ -14,9 +14,8 @@ from metagov.db.base import utcnow
 from metagov.db.models import Delivery, Driver
 from metagov.health.doctor import Finding, Level, examine
 from metagov.runtime import Runtime
-from tests.conftest import DriverKey, make_community, make_settings
+from tests.conftest import REDIS_URL, DriverKey, make_community, make_settings
 
-REDIS_URL = "redis://127.0.0.1:6379/5"
 LUCKY = "/api/internal/action/randomness.set-lucky-number"
 
 

@@ -4,7 +4,6 @@ worker goes; on both databases, with the API in worker mode against the local Re
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -18,9 +17,7 @@ from metagov.health import repository
 from metagov.health.service import Heartbeat
 from metagov.jobs.worker import ArqQueue
 from metagov.runtime import Runtime
-from tests.conftest import make_registry, make_settings
-
-REDIS_URL = os.environ.get("METAGOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+from tests.conftest import REDIS_URL, make_registry, make_settings
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@ on a real loopback socket.
 
 These tests only make sense on PostgreSQL with Redis (the production mode), so their database
 fixture is parametrized over PostgreSQL alone. They use their own Redis database
-(``REDIS_URL``, database 5 unless ``METAGOV_TEST_REDIS_URL`` names another), emptied before
-and after each test.
+(conftest's ``REDIS_URL``, one per pytest-xdist worker), emptied before and after each test.
 
 In-process workers run in burst mode (they stop once the queue is empty). They are given
 ``sweep_interval_seconds=60``: with the default of 1 s, the sweep cron keeps a deferred job in the
@@ -48,6 +47,7 @@ from metagov.tenancy import service as drivers
 from tests.conftest import (
     BACKENDS,
     RANDOMNESS,
+    REDIS_URL,
     TEST_SECRET_KEY,
     DriverKey,
     empty_tables,
@@ -58,9 +58,7 @@ from tests.conftest import (
 )
 from tests.receiver import DriverReceiver, Received
 
-REDIS_URL = os.environ.get("METAGOV_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 # They share one Redis database: with parallel test processes, one process runs them all.
-pytestmark = pytest.mark.xdist_group("redis")
 LUCKY = "/api/internal/action/randomness.set-lucky-number"
 VOTE = "/api/internal/process/randomness.delayed-stochastic-vote"
 RETRY_SCHEDULE = [0.2] * 8
