@@ -48,6 +48,7 @@ async def w5(bench: Bench, reference_rate: float | None) -> dict[str, Any]:
     t_recover = time.time()
     worker2 = worker.cpu()
     await receiver_call(bench, "POST", "/mode", {"status": 200})
+    log("W5: the Driver is back; draining")
     stats = before
     deadline = time.monotonic() + bench.sizes.drain_timeout * 2
     while time.monotonic() < deadline:

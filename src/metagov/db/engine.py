@@ -162,15 +162,5 @@ class Database:
         async with single_statement(self.engine) as conn:
             yield conn
 
-    @asynccontextmanager
-    async def statement_session(self) -> AsyncIterator[AsyncSession]:
-        """:meth:`statement` as an ORM session, for one statement that returns ORM rows."""
-        if self.dialect == "postgresql":
-            async with self._autocommit() as session:
-                yield session
-        else:
-            async with self.transaction() as session:
-                yield session
-
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -60,9 +60,9 @@ async def handle_sender(runtime: Runtime, sender: str, *, limit: int = 500) -> i
     while handled < limit:
         now = utcnow()
         lease = now + timedelta(seconds=runtime.settings.inbox_lease_seconds)
-        async with runtime.db.statement_session() as session:
+        async with runtime.db.statement() as conn:
             claimed = await repository.claim_oldest(
-                session, sender, now, lease, batch=min(BATCH, limit - handled)
+                conn, sender, now, lease, batch=min(BATCH, limit - handled)
             )
         if not claimed:
             return handled

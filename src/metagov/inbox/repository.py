@@ -253,12 +253,13 @@ class Claimed:
 
 
 async def claim_oldest(
-    session: AsyncSession, sender: str, now: datetime, lease: datetime, *, batch: int
+    conn: AsyncConnection, sender: str, now: datetime, lease: datetime, *, batch: int
 ) -> list[Claimed]:
     """Lease up to ``batch`` of the sender's oldest due waiting webhooks, oldest first, unless
-    another job holds the oldest (nothing then)."""
+    another job holds the oldest (nothing then). A Core statement on a connection: a job that
+    finds nothing to do (most doorbells of a busy sender) costs one cheap round trip."""
     params = {"head_sender": sender, "now": now, "new_lease": lease, "batch": batch}
-    rows = (await session.execute(_CLAIM, params)).all()
+    rows = (await conn.execute(_CLAIM, params)).all()
     return sorted(
         (
             Claimed(

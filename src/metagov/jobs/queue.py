@@ -25,9 +25,12 @@ JobArg = int | str
 
 @dataclass(frozen=True)
 class Job:
-    """A named job with id arguments. ``key`` de-duplicates: while a job with the same key is
-    queued, ringing again adds nothing. ``at`` (seconds since the epoch) defers it: a deadline
-    rings its own doorbell for the moment it passes."""
+    """A named job with id arguments. Every queue runs one job per *slot* (name and arguments)
+    at a time: ringing while that slot's job waits adds nothing, and ringing while it runs makes
+    it run once more afterwards, so a burst of doorbells for one sender or partition costs a
+    job or two, and none rung is missed. ``at`` (seconds since the epoch) defers a job: a
+    deadline rings its own doorbell for the moment it passes; ``key`` tells deferred doorbells
+    (and those rung in one transaction) apart."""
 
     name: str
     args: tuple[JobArg, ...]
@@ -36,7 +39,17 @@ class Job:
 
     @classmethod
     def of(cls, name: str, *args: JobArg, key: str | None = None, at: float | None = None) -> Job:
-        return cls(name, args, key or ":".join([name, *map(str, args)]), at)
+        return cls(name, args, key or slot_of(name, args), at)
+
+    @property
+    def slot(self) -> str:
+        """What the job works on (its name and arguments): two doorbells for the same slot ask
+        for the same work, however their keys differ."""
+        return slot_of(self.name, self.args)
+
+
+def slot_of(name: str, args: Sequence[JobArg]) -> str:
+    return ":".join([name, *map(str, args)])
 
 
 class JobQueue(Protocol):

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from arq import cron
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.jobs import serialize_job
 from arq.worker import Function, Worker, func
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -74,13 +74,36 @@ async def connect(redis_url: str) -> ArqRedis:
     )
 
 
+# How many ids a slot's doorbells may use at once (one waiting or running, then the next).
+_SLOT_IDS = 4
+# KEYS: the queue, the slot's job keys, then their in-progress keys; ARGV: the serialized job,
+# its score, its expiry (ms), then the slot's ids. Returns 1 (queued), 0 (one of the slot's jobs
+# is waiting already: it will see the work) or -1 (all of them are running).
+_RING_SCRIPT = """
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[1 + n + i]) == 0 then
+    if redis.call('SET', KEYS[1 + i], ARGV[1], 'NX', 'PX', ARGV[3]) then
+      redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[3 + i])
+      return 1
+    end
+    return 0
+  end
+end
+return -1
+"""
+
+
 class ArqQueue:
     """Rings doorbells through Redis; any worker may answer.
 
     A doorbell is written the way arq's ``enqueue_job`` writes a job (the serialized job under
-    its key, its id in the queue's sorted set), but with ``SET NX`` and ``ZADD NX`` in one
-    pipelined transaction instead of ``WATCH``, ``EXISTS`` and ``MULTI``. The meaning is arq's:
-    a job whose key is still queued or running is not added again.
+    its id, the id in the queue's sorted set), by one script per doorbell instead of ``WATCH``,
+    ``EXISTS`` and ``MULTI``. The job's id is its slot (``handle_webhook:i12``), so doorbells
+    coalesce: while the slot's job waits, ringing adds nothing (it will see the new work); while
+    it runs, the doorbell queues the slot's second id (``…~1``), which runs after it or finds its
+    lease and leaves the work to it; while both run, the third, and so on. Deferred doorbells keep
+    their own keys, so a deadline's never hides a doorbell rung now.
 
     Doorbells rung while a write is on its way to Redis go together in the next one (group
     commit): under load, many requests share one round trip; when idle, nothing waits. Callers
@@ -90,6 +113,7 @@ class ArqQueue:
     def __init__(self, pool: ArqRedis, *, owns_pool: bool = True) -> None:
         self.pool = pool
         self._owns_pool = owns_pool
+        self._ring = pool.register_script(_RING_SCRIPT)
         self._batch: tuple[list[Job], asyncio.Future[None]] | None = None
         self._writer: asyncio.Task[None] | None = None
 
@@ -122,16 +146,39 @@ class ArqQueue:
 
     async def _write(self, jobs: Sequence[Job]) -> None:
         now_ms = int(time.time() * 1000)
+        rung: list[tuple[int, Job]] = []  # (index of the script's reply, job)
         async with self.pool.pipeline(transaction=True) as pipe:
+            replies = 0
             for job in jobs:
+                data = serialize_job(job.name, job.args, {}, None, now_ms, serializer=serialize)
+                if job.at is None:
+                    ids = [job.slot, *(f"{job.slot}~{n}" for n in range(1, _SLOT_IDS))]
+                    keys = [QUEUE_NAME, *(job_key_prefix + i for i in ids)]
+                    keys += [in_progress_key_prefix + i for i in ids]
+                    await self._ring(
+                        keys=keys, args=[data, now_ms, JOB_EXPIRES_MS, *ids], client=pipe
+                    )
+                    rung.append((replies, job))
+                    replies += 1
+                    continue
                 # A deferred job is scored with its time, as arq's ``_defer_until`` does: workers
                 # only take jobs whose score has passed.
-                due_ms = max(now_ms, int(job.at * 1000)) if job.at is not None else now_ms
-                data = serialize_job(job.name, job.args, {}, None, now_ms, serializer=serialize)
-                expires = JOB_EXPIRES_MS + (due_ms - now_ms)
+                due_ms = max(now_ms, int(job.at * 1000))
+                expires = JOB_EXPIRES_MS + due_ms - now_ms
                 pipe.set(job_key_prefix + job.key, data, px=expires, nx=True)
                 pipe.zadd(QUEUE_NAME, {job.key: due_ms}, nx=True)
-            await pipe.execute()
+                replies += 2
+            found = await pipe.execute()
+        # Every id of the slot running at once (many workers on one sender): an id of its own.
+        crowded = [job for at, job in rung if found[at] == -1]
+        if crowded:
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for job in crowded:
+                    data = serialize_job(job.name, job.args, {}, None, now_ms, serializer=serialize)
+                    unique = f"{job.slot}~{uuid.uuid4().hex}"
+                    pipe.set(job_key_prefix + unique, data, px=JOB_EXPIRES_MS, nx=True)
+                    pipe.zadd(QUEUE_NAME, {unique: now_ms}, nx=True)
+                await pipe.execute()
 
     async def ping(self) -> bool:
         return bool(await self.pool.ping())
