@@ -51,12 +51,14 @@ async def w7(bench: Bench) -> dict[str, Any]:
     start_s = time.perf_counter() - started_all
     if time.time() > due:
         raise RuntimeError("the processes took longer to start than their lead: lower the count")
+    worker0, pg0 = worker.cpu(), await bench.backend_cpu()
     deadline = time.monotonic() + 60 + LEAD_SECONDS
     while time.monotonic() < deadline:
         stats = await receiver_call(bench, "GET", "/stats")
         if stats["deadlines_met"] >= count:
             break
         await asyncio.sleep(0.2)
+    worker_cpu, (pg_cpu, _) = worker.cpu() - worker0, bench.pg_delta(pg0, await bench.backend_cpu())
     dump = await receiver_call(bench, "GET", "/dump")
     late = dump["deadline_latencies"]
     out = {
@@ -67,8 +69,14 @@ async def w7(bench: Bench) -> dict[str, Any]:
         "p99_ms": ms(percentile(late, 99)),
         "max_ms": ms(max(late)) if late else None,
         "duplicates": dump["duplicates"],
+        # From the last start to the last outcome: the closes and their deliveries.
+        "worker_cpu_ms_per_close": round(1000 * worker_cpu / count, 2),
+        "pg_cpu_ms_per_close": round(1000 * pg_cpu / count, 2),
         "peak_rss_mb": {"gateway-pg api": mem_mb(gw.memory()), "worker": mem_mb(worker.memory())},
     }
-    log(f"W7 {count} deadlines: p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms")
+    log(
+        f"W7 {count} deadlines: p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms, worker CPU "
+        f"{out['worker_cpu_ms_per_close']} ms and PostgreSQL {out['pg_cpu_ms_per_close']} ms each"
+    )
     bench.stop("worker")
     return out

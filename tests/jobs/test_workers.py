@@ -42,6 +42,7 @@ from metagov.app import create_app
 from metagov.config import Settings
 from metagov.db.models import Delivery, Event, InboundWebhook, Process
 from metagov.jobs.queue import Job
+from metagov.jobs.sweeper import sweep
 from metagov.jobs.worker import QUEUE_NAME, ArqQueue, build_worker, connect
 from metagov.runtime import Runtime
 from metagov.tenancy import service as drivers
@@ -406,6 +407,47 @@ async def test_vote_closes_exactly_once_with_two_workers(
         for request in completed:
             assert request.json()["data"]["id"] == process_id
             assert_signed(alice.webhook_secret, request)
+
+
+async def test_the_sweep_leaves_a_waiting_deadline_doorbell_alone_and_rings_a_forgotten_one(
+    pg_url: str, redis_db: aioredis.Redis
+) -> None:
+    """A passed deadline whose own doorbell is still queued gets no second one from the sweep
+    (a worker behind on a burst of deadlines is not handed each twice); once Redis forgot it,
+    the sweep rings it again and the vote closes."""
+    settings = worker_settings(pg_url)
+    receiver = DriverReceiver()
+    async with receiver.running(), gateway(settings) as gw:
+        alice = await make_driver(gw.runtime, "alice")
+        await point_driver_at(gw.runtime, "alice", receiver.url)
+        await make_community(gw.client, alice, "commons", [RANDOMNESS])
+        started = await gw.client.post(
+            VOTE, json={"options": ["yes", "no"], "delay_seconds": 0}, headers=alice.to("commons")
+        )
+        assert started.status_code == 202, started.text
+        process_id = started.json()["id"]
+        own = await redis_db.zrange(QUEUE_NAME, 0, -1)
+        assert [key for key in own if key.startswith(b"run_process:")] == [
+            key for key in own if key.startswith(f"run_process:{process_id}:".encode())
+        ]
+        assert len([key for key in own if key.startswith(b"run_process:")]) == 1
+
+        await sweep(gw.runtime)
+        assert await redis_db.zrange(QUEUE_NAME, 0, -1) == own
+
+        await redis_db.flushdb()
+        await sweep(gw.runtime)
+        rung = await redis_db.zrange(QUEUE_NAME, 0, -1)
+        assert [key for key in rung if key.startswith(b"run_process:")] == [
+            key for key in own if key.startswith(b"run_process:")
+        ]
+        await run_burst(settings)  # it returns once the queue is empty: delivered by then
+        completed = [
+            r.json()["data"]["id"]
+            for r in receiver.delivered
+            if r.json()["event_type"] == "process.completed"
+        ]
+        assert completed == [process_id]
 
 
 async def test_duplicate_webhook_concurrently(pg_url: str, redis_db: aioredis.Redis) -> None:

@@ -104,7 +104,7 @@ class LocalQueue:
         self._started.set()
 
     async def enqueue(self, job: Job) -> None:
-        if job.at is not None:
+        if job.at is not None and job.at > time.time():
             self._defer(job)
             return
         slot = (job.name, job.args)
@@ -119,7 +119,7 @@ class LocalQueue:
             await self.enqueue(job)
 
     def _defer(self, job: Job) -> None:
-        """Ring ``job`` when its time comes (at once if it has come)."""
+        """Ring ``job`` when its time comes."""
         assert job.at is not None
         if job.key in self._timers:
             return

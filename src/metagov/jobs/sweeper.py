@@ -20,7 +20,7 @@ from metagov.jobs.queue import Job, JobArg
 from metagov.outbox import handlers as outbox
 from metagov.outbox import repository as outbox_repository
 from metagov.processes import handlers as processes
-from metagov.processes.service import due_process_ids
+from metagov.processes.service import due_process_jobs
 from metagov.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -82,14 +82,13 @@ async def due_jobs(
         partitions = await outbox_repository.due_partitions(session, now)
         due_tasks = await instances.due_tasks(session, runtime.registry, now)
     senders = await inbox.due_senders(runtime, now, limit=SWEEP_LIMIT)
-    closing, updating = await due_process_ids(runtime, now=now, limit=SWEEP_LIMIT)
-    due_processes = list(dict.fromkeys([*closing, *updating]))
+    due_processes = await due_process_jobs(runtime, now=now, limit=SWEEP_LIMIT)
     jobs = [
         # The key changes with each attempt: a job id held by a crashed worker (arq keeps it
         # "in progress" until its timeout) must not swallow the retry.
         *(Job.of("deliver", p, key=f"deliver:{p}:{seq}:{n}") for p, seq, n in partitions),
         *(handle_job(sender, newest) for sender, newest in senders),
-        *(Job.of("run_process", i) for i in due_processes),
+        *due_processes,
         *(Job.of("run_task", i, name) for i, name in due_tasks),
     ]
     return jobs, SweepReport(len(partitions), len(senders), len(due_processes), len(due_tasks))

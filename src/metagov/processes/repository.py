@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -207,26 +207,34 @@ async def pending_for_webhook(
     return list(found.all())
 
 
-async def due(session: AsyncSession, now: datetime, *, limit: int) -> tuple[list[int], list[int]]:
-    """Ids of pending processes whose deadline passed, and of those due for an update."""
+class Due(NamedTuple):
+    id: int
+    closing_at: datetime | None
+    next_update_at: datetime | None
+
+
+async def due(session: AsyncSession, now: datetime, *, limit: int) -> tuple[list[Due], list[Due]]:
+    """Pending processes whose deadline passed, and those due for an update (each with both of
+    its moments)."""
     pending = and_(
         Process.status == _PENDING,
         or_(Process.retry_at.is_(None), Process.retry_at <= now),
         or_(Process.lease_until.is_(None), Process.lease_until <= now),
     )
-    closing = await session.scalars(
-        select(Process.id)
+    columns = (Process.id, Process.closing_at, Process.next_update_at)
+    closing = await session.execute(
+        select(*columns)
         .where(pending, Process.closing_at <= now)
         .order_by(Process.closing_at)
         .limit(limit)
     )
-    updating = await session.scalars(
-        select(Process.id)
+    updating = await session.execute(
+        select(*columns)
         .where(pending, Process.next_update_at <= now)
         .order_by(Process.next_update_at)
         .limit(limit)
     )
-    return list(closing), list(updating)
+    return [Due(*row) for row in closing], [Due(*row) for row in updating]
 
 
 async def stalled(session: AsyncSession, now: datetime, *, limit: int) -> list[int]:

@@ -270,12 +270,22 @@ def ring_when_due(session: Session, process: Process) -> None:
     moment rather than at the next sweep (which stays the safety net)."""
     if process.status != ProcessStatus.PENDING:
         return
-    moments = [m for m in (process.closing_at, process.next_update_at) if m is not None]
-    if not moments:
-        return
-    due = min(moments).timestamp() + 0.001  # never before the moment itself
-    key = f"run_process:{process.id}:{int(due * 1000)}"
-    ring_after_commit(session, Job.of("run_process", process.id, key=key, at=due))
+    moment = _next_moment(process.closing_at, process.next_update_at)
+    if moment is not None:
+        ring_after_commit(session, due_job(process.id, moment))
+
+
+def due_job(process_id: int, moment: datetime) -> Job:
+    """The doorbell for a process's deadline or update at ``moment``. Its key names the moment,
+    so the sweep ringing a deadline whose own doorbell is still queued (or running) adds
+    nothing: a worker catching up on a burst of deadlines is not handed each one twice."""
+    due = moment.timestamp() + 0.001  # never before the moment itself
+    key = f"run_process:{process_id}:{int(due * 1000)}"
+    return Job.of("run_process", process_id, key=key, at=due)
+
+
+def _next_moment(*moments: datetime | None) -> datetime | None:
+    return min((m for m in moments if m is not None), default=None)
 
 
 def _outcome_json(pspec: ProcessSpec, outcome: Any) -> dict[str, Any]:
@@ -412,11 +422,31 @@ async def due_process_ids(
 ) -> tuple[list[int], list[int]]:
     """Ids of pending processes whose deadline passed, and of those due for an update; starts
     that never finished count as due to close."""
-    now = now or utcnow()
+    stalled, closing, updating = await _due(runtime, now or utcnow(), limit)
+    return [*stalled, *(i for i, _ in closing)], [i for i, _ in updating]
+
+
+async def due_process_jobs(runtime: Runtime, *, now: datetime, limit: int = 500) -> list[Job]:
+    """The doorbells for every process due at ``now`` (see :func:`due_process_ids`): a
+    deadline's or update's under the key of its own deferred doorbell (:func:`due_job`)."""
+    stalled, closing, updating = await _due(runtime, now, limit)
+    jobs = {i: Job.of("run_process", i) for i in stalled}
+    for process_id, moment in [*closing, *updating]:
+        jobs.setdefault(process_id, due_job(process_id, moment))
+    return list(jobs.values())
+
+
+async def _due(
+    runtime: Runtime, now: datetime, limit: int
+) -> tuple[list[int], list[tuple[int, datetime]], list[tuple[int, datetime]]]:
     async with runtime.db.snapshot() as session:
         closing, updating = await repository.due(session, now, limit=limit)
         stalled = await repository.stalled(session, now, limit=limit)
-    return [*stalled, *closing], updating
+
+    def moments(found: list[repository.Due]) -> list[tuple[int, datetime]]:
+        return [(d.id, _next_moment(d.closing_at, d.next_update_at) or now) for d in found]
+
+    return stalled, moments(closing), moments(updating)
 
 
 async def open_counts(session: Session) -> list[tuple[str, int]]:
