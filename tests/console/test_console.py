@@ -4,7 +4,6 @@ retry, endpoints, secret rotation, closing a process, the audit log; and the ope
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -31,11 +30,11 @@ from metagov.db.models import (
     InboundWebhook,
     Process,
 )
+from metagov.health.service import Heartbeat
 from metagov.jobs.queue import LocalQueue
 from metagov.jobs.sweeper import due_jobs, run_job
-from metagov.jobs.worker import QUEUE_NAME, ArqQueue, connect
 from metagov.runtime import Runtime
-from tests.conftest import BACKENDS, REDIS_URL, DriverKey, make_community, plug_queue
+from tests.conftest import DriverKey, make_community, plug_queue
 from tests.console.conftest import OPERATOR
 from tests.receiver import DriverReceiver
 
@@ -211,7 +210,9 @@ async def test_overview_counts_and_plots(
     assert sum(alice.flows["last hour"].recorded) == 1
     assert sum(alice.flows["last day"].delivered) == 0
     assert alice.latency_p50 is None
-    assert found.worker.state == "unknown"
+    assert found.worker == console.WorkerStatus(
+        "not seen", "no worker has ever reported to this database"
+    )
     page = await client.get("/console")
     assert page.text.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') == 2
     assert "Last hour: 1 recorded, 0 delivered" in page.text
@@ -375,25 +376,24 @@ async def test_every_repair_and_sign_in_is_in_the_audit_log_page(
     assert "operator.created" in page.text
 
 
-@pytest.mark.skipif("postgresql" not in BACKENDS, reason="Redis runs alongside PostgreSQL")
-async def test_worker_seen_through_its_health_record(runtime: Runtime) -> None:
-    pool = await connect(REDIS_URL)
-    queue = ArqQueue(pool)
-    key = QUEUE_NAME + ":health-check"
-    try:
-        await pool.delete(key)
-        worker = dataclasses.replace(runtime, queue=queue)
-        assert (await console.worker_status(worker, embedded=False)).state == "not seen"
-        await pool.psetex(key, 31_000, b"Nov-30 09:00:00 j_complete=3 j_failed=0 queued=0")
-        status = await console.worker_status(worker, embedded=False)
-        assert (status.state, status.detail) == (
-            "seen",
-            "Nov-30 09:00:00 j_complete=3 j_failed=0 queued=0",
-        )
-    finally:
-        await pool.delete(key)
-        await queue.close()
-    assert (await console.worker_status(runtime, embedded=True)).state == "embedded"
+async def test_workers_are_seen_through_their_heartbeats_in_the_database(runtime: Runtime) -> None:
+    async def status() -> console.WorkerStatus:
+        async with runtime.db.snapshot() as session:
+            return await console.worker_status(runtime, session, embedded=False)
+
+    assert await status() == console.WorkerStatus(
+        "not seen", "no worker has ever reported to this database"
+    )
+    heartbeat = Heartbeat(runtime.db, runtime.settings, lambda: "running")
+    await heartbeat.beat()
+    assert await status() == console.WorkerStatus("seen", "1 worker alive, last heard 0 s ago")
+    await heartbeat.stop()
+    assert await status() == console.WorkerStatus(
+        "not seen", "no worker alive; the last one was heard 0 s ago"
+    )
+    async with runtime.db.snapshot() as session:
+        embedded = await console.worker_status(runtime, session, embedded=True)
+    assert embedded.state == "embedded"
 
 
 # --- the operators' CLI ---------------------------------------------------------------------

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from arq.constants import health_check_key_suffix
 from markupsafe import Markup
 
 from metagov import metrics, signing
@@ -50,9 +49,9 @@ from metagov.db.models import (
     Process,
 )
 from metagov.errors import BadRequest, Conflict, NotFound
+from metagov.health import service as health
 from metagov.inbox import service as inbox
 from metagov.instances import service as instances
-from metagov.jobs.worker import QUEUE_NAME, ArqQueue
 from metagov.outbox import service as outbox
 from metagov.processes import service as processes
 from metagov.runtime import Runtime
@@ -250,7 +249,7 @@ class DriverOverview:
 
 @dataclass(frozen=True)
 class WorkerStatus:
-    state: str  # "seen", "not seen", "embedded" or "unknown"
+    state: str  # "seen", "not seen" or "embedded"
     detail: str
 
 
@@ -284,21 +283,28 @@ def rejected_webhooks() -> list[tuple[str, str, int]]:
     return sorted(found)
 
 
-async def worker_status(runtime: Runtime, *, embedded: bool) -> WorkerStatus:
-    """Whether a worker is alive. arq workers write a health record to Redis every 30 s, which
-    expires a second after the next is due: its presence means a worker was seen lately."""
+async def worker_status(runtime: Runtime, session: Session, *, embedded: bool) -> WorkerStatus:
+    """Whether a worker is alive, from the heartbeats workers write to the database: the same
+    record ``/readyz``, ``/metrics`` and ``metagov doctor`` read, so the console never tells a
+    different story (and still tells it while Redis is down)."""
     if embedded:
         return WorkerStatus("embedded", "jobs run inside this gateway process")
-    if not isinstance(runtime.queue, ArqQueue):
-        return WorkerStatus("unknown", "this process neither runs jobs nor uses Redis")
-    try:
-        record = await runtime.queue.pool.get(QUEUE_NAME + health_check_key_suffix)
-    except Exception as exc:  # the console must render while Redis is down
-        return WorkerStatus("unknown", f"Redis did not answer ({type(exc).__name__})")
-    if record is None:
-        return WorkerStatus("not seen", "no worker has reported in the last 30 seconds")
-    text = record.decode() if isinstance(record, bytes) else str(record)
-    return WorkerStatus("seen", text)
+    found = await health.worker_status(session, runtime.settings)
+    if found.alive:
+        many = "worker" if found.alive == 1 else "workers"
+        return WorkerStatus("seen", f"{found.alive} {many} alive, last heard {_ago(found)}")
+    if found.last_seen is None:
+        return WorkerStatus("not seen", "no worker has ever reported to this database")
+    return WorkerStatus("not seen", f"no worker alive; the last one was heard {_ago(found)}")
+
+
+def _ago(found: health.WorkerStatus) -> str:
+    seconds = round(found.unseen_seconds or 0.0)
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
 
 
 def _spread(rows: Sequence[tuple[int, int, int]], buckets: int) -> dict[int, list[int]]:
@@ -337,6 +343,7 @@ async def overview(runtime: Runtime, *, embedded: bool) -> Overview:
         states = await repository.delivery_states(session)
         inbox_rows = await repository.inbox_counts(session)
         open_processes = await processes.open_counts(session)
+        worker = await worker_status(runtime, session, embedded=embedded)
     for driver_id, status, failing, count in states:
         found = drivers.get(driver_id)
         if found is None:
@@ -365,7 +372,7 @@ async def overview(runtime: Runtime, *, embedded: bool) -> Overview:
         inbox=sorted((p, pending, failed) for p, (pending, failed) in by_plugin.items()),
         rejected=rejected_webhooks(),
         open_processes=sorted(open_processes),
-        worker=await worker_status(runtime, embedded=embedded),
+        worker=worker,
         now=now,
     )
 
