@@ -65,8 +65,8 @@ BODIES: dict[str, Any] = {
     # A broken ownership check would rename alice's community and disable all its plugins.
     "community.update": {"readable_name": "Taken over", "plugins": []},
     # Alice's own platform id: a broken lookup would re-configure alice's instance.
-    "echo.enable": {"team_id": "T1", "api_token": "tok-bob"},
-    "echo.configure": {"team_id": "T1", "greeting": "taken over"},
+    "echo.enable": {"team_id": "TEAM-ALICE", "api_token": "tok-bob"},
+    "echo.configure": {"team_id": "TEAM-ALICE", "greeting": "taken over"},
     "randomness.enable": {"default_low": 0, "default_high": 1},
     "randomness.configure": {"default_low": 0, "default_high": 1},
     "randomness.delayed-stochastic-vote": {"options": ["a", "b"], "delay_seconds": 600},
@@ -92,7 +92,7 @@ BODIES: dict[str, Any] = {
 # Alice's data that must never reach bob, in any response: her platform id, her secret, her
 # community's readable name, her event URL. ("commons" is bob's own input and may be echoed in a
 # 404 detail.)
-ALICE_DATA = ("T1", "tok-123", "Commons", "alice-events")
+ALICE_DATA = ("TEAM-ALICE", "tok-123", "Commons", "alice-events")
 # Fields of alice's records that have no business in an error body bob gets.
 RECORD_FIELDS = ("outcome", "approvals", "closing_at", "secrets_set", "team_id", "plugins")
 
@@ -270,7 +270,7 @@ async def world(
     echo = await _ok(
         await client.post(
             "/api/internal/plugin/echo",
-            json={"team_id": "T1", "api_token": "tok-123"},
+            json={"team_id": "TEAM-ALICE", "api_token": "tok-123"},
             headers=headers,
         ),
         201,
