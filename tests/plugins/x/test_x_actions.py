@@ -213,7 +213,6 @@ async def test_x_refusals_rate_limits_and_outages(
         (lookup, "x.get-user", {"username": "XDevelopers"}),
     ]
     token = respx_mock.post(f"{API}/2/oauth2/token").mock(return_value=granted("AT2", "RT2"))
-    reset = int(time.time()) + 300
     for route, name, parameters in calls:
         route.mock(return_value=problem(401, "Unauthorized", "Unauthorized"))
         rejected = await act(gw, driver, name, **parameters)
@@ -230,6 +229,7 @@ async def test_x_refusals_rate_limits_and_outages(
         assert forbidden.json()["code"] == "x_error"
         assert "duplicate content" in forbidden.json()["detail"]
 
+        reset = int(time.time()) + 300  # X's reset: a moment, not a delay
         route.mock(
             return_value=httpx.Response(
                 429,
