@@ -94,6 +94,12 @@ return -1
 """
 
 
+def _add(pipe: Any, job_id: str, data: bytes, score_ms: int, expires_ms: int) -> None:
+    """Queue a job under its own id, unless one with that id is queued or running already."""
+    pipe.set(job_key_prefix + job_id, data, px=expires_ms, nx=True)
+    pipe.zadd(QUEUE_NAME, {job_id: score_ms}, nx=True)
+
+
 class ArqQueue:
     """Rings doorbells through Redis; any worker may answer.
 
@@ -146,7 +152,7 @@ class ArqQueue:
 
     async def _write(self, jobs: Sequence[Job]) -> None:
         now_ms = int(time.time() * 1000)
-        rung: list[tuple[int, Job]] = []  # (index of the script's reply, job)
+        rung: list[tuple[int, Job, bytes]] = []  # (index of the script's reply, job, its data)
         async with self.pool.pipeline(transaction=True) as pipe:
             replies = 0
             for job in jobs:
@@ -158,26 +164,21 @@ class ArqQueue:
                     await self._ring(
                         keys=keys, args=[data, now_ms, JOB_EXPIRES_MS, *ids], client=pipe
                     )
-                    rung.append((replies, job))
+                    rung.append((replies, job, data))
                     replies += 1
                     continue
                 # A deferred job is scored with its time, as arq's ``_defer_until`` does: workers
                 # only take jobs whose score has passed.
                 due_ms = max(now_ms, int(job.at * 1000))
-                expires = JOB_EXPIRES_MS + due_ms - now_ms
-                pipe.set(job_key_prefix + job.key, data, px=expires, nx=True)
-                pipe.zadd(QUEUE_NAME, {job.key: due_ms}, nx=True)
+                _add(pipe, job.key, data, due_ms, JOB_EXPIRES_MS + due_ms - now_ms)
                 replies += 2
             found = await pipe.execute()
         # Every id of the slot running at once (many workers on one sender): an id of its own.
-        crowded = [job for at, job in rung if found[at] == -1]
+        crowded = [(job, data) for at, job, data in rung if found[at] == -1]
         if crowded:
             async with self.pool.pipeline(transaction=False) as pipe:
-                for job in crowded:
-                    data = serialize_job(job.name, job.args, {}, None, now_ms, serializer=serialize)
-                    unique = f"{job.slot}~{uuid.uuid4().hex}"
-                    pipe.set(job_key_prefix + unique, data, px=JOB_EXPIRES_MS, nx=True)
-                    pipe.zadd(QUEUE_NAME, {unique: now_ms}, nx=True)
+                for job, data in crowded:
+                    _add(pipe, f"{job.slot}~{uuid.uuid4().hex}", data, now_ms, JOB_EXPIRES_MS)
                 await pipe.execute()
 
     async def ping(self) -> bool:
