@@ -59,6 +59,11 @@ Session = AsyncSession
 READ_ONLY = "metagov_read_only"
 
 
+# How long a SQLite writer waits for the write lock: for its turn in this process, then in
+# SQLite's busy handler for another process's writer.
+SQLITE_BUSY_SECONDS = 30
+
+
 def create_engine(
     url: str,
     *,
@@ -71,7 +76,7 @@ def create_engine(
     SQLite honest: WAL (readers continue while a writer works), foreign keys (off in SQLite unless
     asked for), a 30 s busy timeout, and writers queued by ``BEGIN IMMEDIATE``."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS}, **kwargs)
         _configure_sqlite(engine)
         return engine
     # Connections are recycled every half hour, below common proxy and firewall idle timeouts.
@@ -85,8 +90,6 @@ def create_engine(
     )
 
 
-# How long a SQLite writer waits for its turn, as SQLite's own busy timeout would.
-SQLITE_WRITER_WAIT_SECONDS = 30.0
 _HOLDS_TURN = "metagov_holds_writer_turn"
 
 
@@ -115,7 +118,7 @@ class WriterTurns:
             self._loop, self._lock = loop, asyncio.Lock()
         lock = self._lock
         try:
-            await_only(asyncio.wait_for(lock.acquire(), SQLITE_WRITER_WAIT_SECONDS))
+            await_only(asyncio.wait_for(lock.acquire(), SQLITE_BUSY_SECONDS))
         except TimeoutError:
             raise exc.OperationalError(
                 "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
@@ -137,7 +140,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
